@@ -223,31 +223,19 @@ def do_exec(req):
     ctl_buf = b""
     deadline = t0 + timeout
     timed_out = False
-    kill_deadline = None
     exit_code = None
     out_open = True
     while True:
         now = time.monotonic()
-        if not timed_out and now >= deadline:
+        if now >= deadline:
+            # Kill the command's processes *and* the shell running it, so the rest of a
+            # command list never runs after its timeout; restart the shell in the last cwd.
             timed_out = True
-            kill_deadline = now + 1.0
-            for p in _descendants(sh.proc.pid):
-                try:
-                    os.kill(p, signal.SIGKILL)
-                except OSError:
-                    pass
-            if CONTAINER:
-                _kill_strays()
-        if timed_out and now >= kill_deadline:
-            # The shell itself is stuck (a shell-level loop): restart it, keep cwd.
             _drain(out_fd, capture)
             sh.restart()
             restarted = True
-            exit_code = 124
             break
-        wait = (kill_deadline if timed_out else deadline) - now
-        if timed_out:
-            wait = min(wait, 0.05)
+        wait = deadline - now
         fds = [sh.ctl_r] + ([out_fd] if out_open else [])
         try:
             r, _, _ = select.select(fds, [], [], max(0.0, wait))
@@ -255,12 +243,6 @@ def do_exec(req):
             continue
         if out_fd in r:
             out_open = _drain(out_fd, capture)
-        if timed_out:
-            for p in _descendants(sh.proc.pid):
-                try:
-                    os.kill(p, signal.SIGKILL)
-                except OSError:
-                    pass
         if sh.ctl_r in r:
             try:
                 chunk = os.read(sh.ctl_r, 4096)

@@ -1,0 +1,5 @@
+import sys
+
+from contextrl.cli import main
+
+sys.exit(main())

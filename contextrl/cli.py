@@ -1,0 +1,159 @@
+"""`contextrl` command line: sandbox, env, tasks, traj and demo subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from contextrl.errors import ContextRLError
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from contextrl.sandboxes import admin, image
+
+    if args.action == "build":
+        tag = image.build_image(args.method, force=args.force)
+        print(tag)
+    elif args.action == "prune":
+        n_c, n_i = admin.prune(run=args.run)
+        print(f"removed {n_c} container(s) and {n_i} snapshot image(s) labelled contextrl")
+    elif args.action == "ls":
+        rows = admin.list_containers(run=args.run)
+        for c in rows:
+            print(f"{c.id}  {c.name:<32} {c.status:<24} run={c.run}")
+        print(f"{len(rows)} contextrl container(s)")
+    return 0
+
+
+def _env(args: argparse.Namespace) -> int:
+    import contextrl
+    from contextrl.agents import ReferencePatchAgent, SubmitAgent, run_episode
+
+    if args.action == "list":
+        for env_id in contextrl.registered_ids():
+            print(env_id)
+        return 0
+    if not args.env_id:
+        raise SystemExit("env run: give an env id, e.g. `contextrl env run contextrl/HumanEval-v0`")
+    kwargs = {"sandbox": args.sandbox}
+    if args.out:
+        kwargs["trajectory_dir"] = args.out
+    if args.spec:
+        kwargs["spec"] = args.spec
+    env = contextrl.make(args.env_id, **kwargs)
+    agent = ReferencePatchAgent() if args.agent == "reference" else SubmitAgent()
+    try:
+        tasks = env.unwrapped.tasks
+        ids = [t.id for t in tasks][: args.n] if not args.task_id else args.task_id
+        resolved = 0
+        for tid in ids:
+            traj = run_episode(env, agent, tid, seed=args.seed)
+            resolved += bool(traj.resolved)
+            print(f"{tid:<40} reward={traj.reward:.2f} resolved={traj.resolved} steps={len(traj.steps)} outcome={traj.outcome}")
+        print(f"resolve rate {resolved}/{len(ids)} = {resolved / max(1, len(ids)):.2f}")
+    finally:
+        env.close()
+    return 0
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    if args.action == "fetch":
+        from contextrl.envs.bugfix import fetch_sources
+
+        out = fetch_sources(args.cache_dir)
+        print(f"bugfix sources ready: {out}")
+    elif args.action == "list":
+        import contextrl
+
+        env = contextrl.make(args.env_id, **({"spec": args.spec} if args.spec else {}))
+        for t in env.unwrapped.tasks:
+            print(f"{t.id:<40} {t.provenance.source:<18} F2P={len(t.fail_to_pass)} P2P={len(t.pass_to_pass)}")
+        env.close()
+    elif args.action == "generate":
+        from contextrl.envs.bugfix import cli_generate
+
+        return cli_generate(args)
+    return 0
+
+
+def _traj(args: argparse.Namespace) -> int:
+    from contextrl.importers import import_path
+    from contextrl.trajectory import write_trajectories
+
+    rep = import_path(args.path)
+    n = write_trajectories(args.out, rep.trajectories)
+    steps = sum(len(t.steps) for t in rep.trajectories)
+    print(f"read {n} trajectories ({steps} steps) from {rep.files_ok if hasattr(rep, 'files_ok') else '?'} file(s); wrote {args.out}")
+    for path, err in getattr(rep, "failures", []):
+        print(f"  failed: {path}: {err}", file=sys.stderr)
+    return 0 if n else 1
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from contextrl.demo import main as demo_main
+
+    return demo_main(out=args.out, n=args.n, sandbox=args.sandbox)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="contextrl", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    s = sub.add_parser("sandbox", help="build the sandbox image, list or prune labelled containers")
+    s.add_argument("action", choices=["build", "prune", "ls"])
+    s.add_argument("--method", choices=["auto", "dockerfile", "debootstrap"], default="auto", help="image build recipe (build)")
+    s.add_argument("--force", action="store_true", help="rebuild even if the image exists (build)")
+    s.add_argument("--run", default=None, help="only containers of this run id (prune, ls)")
+    s.set_defaults(func=_sandbox)
+
+    e = sub.add_parser("env", help="list envs or run a scripted agent on one")
+    e.add_argument("action", choices=["list", "run"])
+    e.add_argument("env_id", nargs="?")
+    e.add_argument("--agent", choices=["reference", "submit"], default="reference")
+    e.add_argument("--n", type=int, default=3, help="number of tasks (run)")
+    e.add_argument("--task-id", action="append", help="run these task ids (repeatable)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--sandbox", choices=["auto", "docker", "local"], default="auto")
+    e.add_argument("--spec", help="task spec file or directory (contextrl/Task-v0)")
+    e.add_argument("--out", help="write episode trajectories here")
+    e.set_defaults(func=_env)
+
+    t = sub.add_parser("tasks", help="fetch BugFix sources, list tasks, generate bug-injection tasks")
+    t.add_argument("action", choices=["fetch", "list", "generate"])
+    t.add_argument("env_id", nargs="?", default="contextrl/BugFix-v0")
+    t.add_argument("--cache-dir", default=None)
+    t.add_argument("--spec", default=None)
+    t.add_argument("--project", default=None, help="generate: project directory or NAME==VERSION on PyPI")
+    t.add_argument("--out", default=None, help="generate: manifest output path")
+    t.add_argument("--max-mutants", type=int, default=200)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--sandbox", choices=["auto", "docker", "local"], default="auto")
+    t.set_defaults(func=_tasks)
+
+    j = sub.add_parser("traj", help="import agent trajectories from other formats")
+    j.add_argument("action", choices=["import"])
+    j.add_argument("path")
+    j.add_argument("--out", required=True)
+    j.set_defaults(func=_traj)
+
+    d = sub.add_parser("demo", help="run the end-to-end demo")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--n", type=int, default=3, help="tasks per suite")
+    d.add_argument("--sandbox", choices=["auto", "docker", "local"], default="auto")
+    d.set_defaults(func=_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ContextRLError as e:
+        print(f"contextrl: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
