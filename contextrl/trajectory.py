@@ -44,7 +44,8 @@ class Step:
     args: Mapping[str, Any]
     observation: str
     exit_code: int | None = None
-    duration_s: float = 0.0
+    duration_s: float = field(default=0.0, compare=False)
+    """Wall time of the step; not part of equality (two replays of an episode are equal)."""
     error: str | None = None
     """Set when the action failed: "parse: ...", "tool: ...", "sandbox: ..."."""
     raw_action: str | None = None

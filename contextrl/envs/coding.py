@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import shlex
 import time
-import uuid
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -161,10 +160,16 @@ class CodingEnv(gym.Env[str, str]):
         self._steps = []
         self._counters = {"invalid_actions": 0, "tool_errors": 0}
         self._done = False
-        self._episode_id = uuid.uuid4().hex[:16]
+        # Seed-determined, so the same seed replays the same episode (and info) exactly.
+        self._episode_id = f"{int(self.np_random.integers(2**62)):016x}"
         self._reset_s = time.perf_counter() - t0
         if self.trajectory_dir is not None:
-            self._log = EpisodeLog(self.trajectory_dir / f"{self._episode_id}.jsonl", {
+            path = self.trajectory_dir / f"{self._episode_id}.jsonl"
+            n = 1
+            while path.exists():
+                path = self.trajectory_dir / f"{self._episode_id}-{n}.jsonl"
+                n += 1
+            self._log = EpisodeLog(path, {
                 "task_id": task.id, "episode_id": self._episode_id, "source": self.env_id,
                 "problem_statement": task.problem_statement, "metadata": self._meta(),
             })
@@ -178,10 +183,10 @@ class CodingEnv(gym.Env[str, str]):
         for rel, text in task.files.items():
             sb.write_file(rel if rel.startswith("/") else f"{wd}/{rel}", text)
         if task.repo:
-            base = "git rev-parse HEAD > /tmp/.contextrl_base"
+            base = 'git rev-parse HEAD > "${TMPDIR:-/tmp}/.contextrl_base"'
         else:
             base = ("git init -q && git add -A && git commit -qm 'contextrl: task start' --no-verify "
-                    "&& git rev-parse HEAD > /tmp/.contextrl_base")
+                    '&& git rev-parse HEAD > "${TMPDIR:-/tmp}/.contextrl_base"')
         res = sb.exec(f"cd {shlex.quote(wd)} && {base}", timeout=60)
         if res.exit_code != 0:
             raise TaskError(f"task {task.id!r}: workspace setup failed: {res.output[-500:]}")
@@ -227,7 +232,7 @@ class CodingEnv(gym.Env[str, str]):
         else:
             self._record(tool, args, obs, raw, 0, time.perf_counter() - t0, None, False, False, final=True)
         truncated = False
-        limit = self.max_episode_steps or (self.spec.max_episode_steps if self.spec else None)
+        limit = self.max_episode_steps
         if not terminated and limit is not None and len(self._steps) >= limit:
             obs = obs + "\n" + self._finish("truncated")
             reward, truncated = self._traj.reward or 0.0, True
@@ -256,7 +261,7 @@ class CodingEnv(gym.Env[str, str]):
         if failure is None:
             try:
                 diff = self._diff()
-                rep = run_tests(self._sb, task, timeout=self.test_timeout)
+                rep = run_tests(self._sb, task, timeout=self.test_timeout, workdir=self._workdir)
                 reward, resolved = rep.reward, rep.resolved
                 meta["tests"] = dict(rep.statuses)
                 msg = (f"[tests] reward={reward:.3f} resolved={resolved} "
@@ -278,7 +283,7 @@ class CodingEnv(gym.Env[str, str]):
 
     def _diff(self) -> str:
         res = self._sb.exec(f"cd {shlex.quote(self._workdir)} && git add -A >/dev/null 2>&1; "
-                            "git -c core.quotepath=off diff --cached --no-color \"$(cat /tmp/.contextrl_base)\"",
+                            "git -c core.quotepath=off diff --cached --no-color \"$(cat \"${TMPDIR:-/tmp}/.contextrl_base\")\"",
                             timeout=60)
         return res.output if res.exit_code == 0 else ""
 

@@ -56,25 +56,31 @@ def test_command_for(task: Task, test_ids: tuple[str, ...] | None = None) -> str
     return task.test_command + ("" if not files else " " + " ".join(shlex.quote(f) for f in files))
 
 
-def run_tests(sandbox: Sandbox, task: Task, timeout: float = 300.0) -> TestReport:
-    """Write hidden files, apply the test patch, run the tests in `task.workdir`, and score."""
+def run_tests(sandbox: Sandbox, task: Task, timeout: float = 300.0, workdir: str | None = None) -> TestReport:
+    """Write hidden files, apply the test patch, run the tests in the workspace, and score.
+
+    `workdir` defaults to `task.workdir`; envs pass the sandbox's actual workspace (a
+    LocalSandbox's lives in a temp directory)."""
+    wd = workdir or task.workdir
+    q = shlex.quote(wd)
     for rel, text in task.hidden_files.items():
-        sandbox.write_file(_abs(task, rel), text)
+        sandbox.write_file(rel if rel.startswith("/") else f"{wd.rstrip('/')}/{rel}", text)
     if task.test_patch:
-        sandbox.write_file("/tmp/.contextrl_test.patch", task.test_patch)
-        sandbox.exec(f"cd {shlex.quote(task.workdir)} && git apply --whitespace=nowarn /tmp/.contextrl_test.patch", timeout=60)
+        sandbox.write_file(f"{wd.rstrip('/')}/.contextrl_test.patch", task.test_patch)
+        res = sandbox.exec(f"cd {q} && git apply --whitespace=nowarn .contextrl_test.patch; rc=$?; rm -f .contextrl_test.patch; exit $rc", timeout=60)
+        if res.exit_code != 0:
+            from contextrl.errors import TaskError
+
+            raise TaskError(f"task {task.id!r}: the test patch does not apply: {res.output[-500:]}")
     # Full log to a file, then only the per-test status lines and the tail: the summary
     # survives any output cap, however large the test suite.
     cmd = (
-        f"cd {shlex.quote(task.workdir)} && {{ {test_command_for(task)} ; }} > /tmp/.contextrl_test.log 2>&1; "
-        "__rc=$?; grep -E '^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) ' /tmp/.contextrl_test.log; "
-        "tail -n 3 /tmp/.contextrl_test.log; exit $__rc"
+        f"cd {q} && {{ {test_command_for(task)} ; }} > \"${{TMPDIR:-/tmp}}/.contextrl_test.log\" 2>&1; "
+        "__rc=$?; grep -E '^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) ' \"${TMPDIR:-/tmp}/.contextrl_test.log\"; "
+        "tail -n 3 \"${TMPDIR:-/tmp}/.contextrl_test.log\"; exit $__rc"
     )
     res = sandbox.exec(cmd, timeout=timeout)
     statuses = parse_pytest_statuses(res.output)
     reward, resolved, f2p_ok, p2p_bad = score(statuses, task.fail_to_pass, task.pass_to_pass)
     return TestReport(reward, resolved, statuses, f2p_ok, p2p_bad, res)
 
-
-def _abs(task: Task, rel: str) -> str:
-    return rel if rel.startswith("/") else f"{task.workdir.rstrip('/')}/{rel}"

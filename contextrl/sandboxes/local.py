@@ -46,10 +46,15 @@ class LocalSandbox(Sandbox):
     def _start(self) -> None:
         server = self._root / "session_server.py"
         server.write_bytes(SERVER_SOURCE)
+        tmp = self._root / "tmp"
+        tmp.mkdir(exist_ok=True)
+        # `python3` in the sandbox is the interpreter contextrl runs under (so a venv's pytest is there);
+        # TMPDIR is private to this sandbox.
+        env = dict(os.environ, TMPDIR=str(tmp), PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
         proc = subprocess.Popen(
             [sys.executable, "-u", str(server), "--workdir", self.workdir],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=self.workdir,
-            start_new_session=True,
+            start_new_session=True, env=env,
         )
         self._client = SessionClient(PipeTransport(proc), ready_timeout=30)
 

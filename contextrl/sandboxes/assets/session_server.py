@@ -76,6 +76,7 @@ class Shell:
             "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "TERM": "dumb", "PAGER": "cat",
             "GIT_PAGER": "cat", "PYTHONDONTWRITEBYTECODE": "1", "PIP_NO_INPUT": "1",
         }
+        env["TMPDIR"] = os.environ.get("TMPDIR", "/tmp") if not CONTAINER else "/tmp"
         if not CONTAINER:
             env["PATH"] = os.environ.get("PATH", env["PATH"])
             env["HOME"] = os.environ.get("HOME", "/tmp")
