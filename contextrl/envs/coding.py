@@ -182,18 +182,22 @@ class CodingEnv(gym.Env[str, str]):
         wd = task.workdir if task.repo else sb.workdir
         for rel, text in task.files.items():
             sb.write_file(rel if rel.startswith("/") else f"{wd}/{rel}", text)
-        if task.repo:
-            base = 'git rev-parse HEAD > "${TMPDIR:-/tmp}/.contextrl_base"'
-        else:
-            base = ("git init -q && git add -A && git commit -qm 'contextrl: task start' --no-verify "
-                    '&& git rev-parse HEAD > "${TMPDIR:-/tmp}/.contextrl_base"')
-        res = sb.exec(f"cd {shlex.quote(wd)} && {base}", timeout=60)
-        if res.exit_code != 0:
-            raise TaskError(f"task {task.id!r}: workspace setup failed: {res.output[-500:]}")
+        q = shlex.quote(wd)
+        if not task.repo:
+            res = sb.exec(f"cd {q} && git init -q && git add -A && git commit -qm 'contextrl: task files' --no-verify", timeout=60)
+            if res.exit_code != 0:
+                raise TaskError(f"task {task.id!r}: workspace setup failed: {res.output[-500:]}")
         for cmd in task.setup_commands:
-            res = sb.exec(f"cd {shlex.quote(wd)} && {cmd}", timeout=self.test_timeout)
+            res = sb.exec(f"cd {q} && {cmd}", timeout=self.test_timeout)
             if res.exit_code != 0:
                 raise TaskError(f"task {task.id!r}: setup command {cmd!r} failed (exit {res.exit_code}): {res.output[-500:]}")
+        # The diff base is taken *after* setup, so what setup did (e.g. SWE-smith applying the
+        # bug) is not counted as the agent's change.
+        res = sb.exec(f"cd {q} && git add -A && git -c user.name=contextrl -c user.email=contextrl@invalid "
+                      "commit -qm 'contextrl: task start' --no-verify --allow-empty >/dev/null 2>&1; "
+                      'git rev-parse HEAD > "${TMPDIR:-/tmp}/.contextrl_base"', timeout=60)
+        if res.exit_code != 0:
+            raise TaskError(f"task {task.id!r}: could not record the diff base: {res.output[-500:]}")
 
     def _prompt(self, task: Task) -> str:
         return (f"{task.problem_statement.strip()}\n\nThe repository is at {self._workdir}. "
