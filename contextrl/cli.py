@@ -83,11 +83,12 @@ def _traj(args: argparse.Namespace) -> int:
     from contextrl.trajectory import write_trajectories
 
     rep = import_path(args.path)
-    n = write_trajectories(args.out, rep.trajectories)
-    steps = sum(len(t.steps) for t in rep.trajectories)
-    print(f"read {n} trajectories ({steps} steps) from {rep.files_ok if hasattr(rep, 'files_ok') else '?'} file(s); wrote {args.out}")
-    for path, err in getattr(rep, "failures", []):
+    for path, err in rep.failures:
         print(f"  failed: {path}: {err}", file=sys.stderr)
+    n = write_trajectories(args.out, rep.trajectories)
+    formats = ", ".join(f"{k}={v}" for k, v in sorted(rep.formats.items()))
+    print(f"read {n} trajectories ({rep.n_steps} steps) from {rep.n_imported_files} of {rep.n_files} file(s) "
+          f"[{formats}]; {rep.n_failed} failed; wrote {args.out}")
     return 0 if n else 1
 
 

@@ -44,3 +44,14 @@ def test_sandbox_ls_and_prune_remove_labelled_leftovers():
         assert "0 contextrl container(s)" in r.stdout
     finally:
         sb.close()  # already pruned: close must still succeed
+
+
+def test_traj_import_converts_real_files_and_reports_failures(tmp_path):
+    out = tmp_path / "t.jsonl"
+    r = run("traj", "import", "../shared/fixtures/mini_swe_agent", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "trajectories" in r.stdout and "mini_swe_agent=" in r.stdout
+    from contextrl.trajectory import read_trajectories
+
+    trajs = list(read_trajectories(out))
+    assert trajs and all(t.steps for t in trajs if t.source == "mini_swe_agent")
