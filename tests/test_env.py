@@ -207,3 +207,23 @@ def test_shipped_suites_reference_patch_resolves(env_id):
         assert not run_episode(env, SubmitAgent(), picks[0]).resolved
     finally:
         env.close()
+
+
+@pytest.mark.docker
+def test_env_reports_memory_hog_and_fork_bomb_and_goes_on():
+    from contextrl.sandboxes import SandboxLimits
+
+    env = make_env("docker", limits=SandboxLimits(memory_mb=256, pids=64, default_timeout_s=20))
+    try:
+        env.reset(seed=0)
+        obs, _, term, _, info = env.step(json.dumps({"tool": "bash", "args": {
+            "command": "python3 -c \"b = bytearray(2 * 1024**3)\""}}))
+        assert "out of memory" in obs and "256 MiB" in obs and not term
+        obs, _, term, _, _ = env.step(json.dumps({"tool": "bash", "args": {
+            "command": "bomb() { bomb | bomb & }; bomb; sleep 2; echo count $(ps -e --no-headers | wc -l)", "timeout": 10}}))
+        assert not term and ("fork" in obs.lower() or "Resource temporarily unavailable" in obs or "timed out" in obs)
+        obs, *_ = env.step('{"tool": "bash", "args": {"command": "pkill -9 -f bomb; echo recovered"}}')
+        obs, *_ = env.step('{"tool": "bash", "args": {"command": "echo recovered"}}')
+        assert "recovered" in obs
+    finally:
+        env.close()
