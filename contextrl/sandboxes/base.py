@@ -129,9 +129,12 @@ class Sandbox(abc.ABC):
     def close(self) -> None:
         """Release every resource; safe to call more than once."""
 
+    _closed: bool = False
+
     @property
-    @abc.abstractmethod
-    def closed(self) -> bool: ...
+    def closed(self) -> bool:
+        """True once `close()` ran."""
+        return self._closed
 
     def is_alive(self) -> bool:
         """A cheap health check: the session answers a builtin."""

@@ -261,10 +261,6 @@ class DockerSandbox(Sandbox):
         self._snapshots.remove(snap.ref)  # the fork owns it now
         return DockerSandbox(replace(self.config, image=snap.ref), _owns_image=True)
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def close(self) -> None:
         if self._closed:
             return

@@ -99,10 +99,6 @@ class LocalSandbox(Sandbox):
         self._check()
         return LocalSandbox(self.limits, root=self._root.parent, _copy_from=Path(self.workdir))
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def close(self) -> None:
         if self._closed:
             return
