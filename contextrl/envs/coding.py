@@ -116,45 +116,55 @@ class CodingEnv(gym.Env[str, str]):
         return self._pools[key]
 
     def _release(self) -> None:
-        if self._sb is not None and self._sb_pool is not None:
-            self._sb_pool.release(self._sb)
-        elif self._sb is not None:
-            self._sb.close()
+        self._release_sandbox(self._sb, self._sb_pool)
         self._sb = None
         self._sb_pool = None
+
+    @staticmethod
+    def _release_sandbox(sb: Sandbox | None, pool: SandboxPool | None) -> None:
+        if sb is not None and pool is not None:
+            pool.release(sb)
+        elif sb is not None:
+            sb.close()
 
     # -- gymnasium API ------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
         super().reset(seed=seed)
         self._finish_log_if_open()
-        self._release()
-        tasks = self.tasks
-        options = options or {}
-        if "task_id" in options:
-            tid = options["task_id"]
-            if tid not in self._by_id:
-                import difflib
+        # The previous sandbox is released only after the new one is set up, so its removal
+        # does not compete with this reset.
+        previous = (self._sb, self._sb_pool)
+        self._sb = self._sb_pool = None
+        try:
+            tasks = self.tasks
+            options = options or {}
+            if "task_id" in options:
+                tid = options["task_id"]
+                if tid not in self._by_id:
+                    import difflib
 
-                close = difflib.get_close_matches(str(tid), list(self._by_id), n=3)
-                raise TaskError(f"{self.env_id}: unknown task_id {tid!r}" + (f"; did you mean {close}?" if close else ""))
-            task = self._by_id[tid]
-        else:
-            task = tasks[int(self.np_random.integers(len(tasks)))]
-        self._task = task
-        t0 = time.perf_counter()
-        last_err: Exception | None = None
-        for _attempt in range(2):
-            pool = self._pool_for(task)
-            sb = pool.acquire()
-            self._sb, self._sb_pool = sb, pool
-            try:
-                self._setup_workspace(sb, task)
-                break
-            except SandboxError as e:
-                last_err = e
-                self._release()
-        else:
-            raise SandboxError(f"{self.env_id}: could not set up task {task.id!r} in a sandbox: {last_err}")
+                    close = difflib.get_close_matches(str(tid), list(self._by_id), n=3)
+                    raise TaskError(f"{self.env_id}: unknown task_id {tid!r}" + (f"; did you mean {close}?" if close else ""))
+                task = self._by_id[tid]
+            else:
+                task = tasks[int(self.np_random.integers(len(tasks)))]
+            self._task = task
+            t0 = time.perf_counter()
+            last_err: Exception | None = None
+            for _attempt in range(2):
+                pool = self._pool_for(task)
+                sb = pool.acquire()
+                self._sb, self._sb_pool = sb, pool
+                try:
+                    self._setup_workspace(sb, task)
+                    break
+                except SandboxError as e:
+                    last_err = e
+                    self._release()
+            else:
+                raise SandboxError(f"{self.env_id}: could not set up task {task.id!r} in a sandbox: {last_err}")
+        finally:
+            self._release_sandbox(*previous)
         self._workdir = task.workdir if task.repo else self._sb.workdir
         self._runner = ToolRunner(self._sb, self._workdir, self.command_timeout)
         self._steps = []
@@ -183,19 +193,26 @@ class CodingEnv(gym.Env[str, str]):
         for rel, text in task.files.items():
             sb.write_file(rel if rel.startswith("/") else f"{wd}/{rel}", text)
         q = shlex.quote(wd)
-        if not task.repo:
-            res = sb.exec(f"cd {q} && git init -q && git add -A && git commit -qm 'contextrl: task files' --no-verify", timeout=60)
+        git = "git -c user.name=contextrl -c user.email=contextrl@invalid"
+        # The diff base is taken *after* setup, so what setup did (e.g. SWE-smith applying the
+        # bug) is not counted as the agent's change. Without setup commands this is one exec.
+        record_base = (f"{git} add -A && {git} commit -qm 'contextrl: task start' --no-verify --allow-empty >/dev/null 2>&1; "
+                       'git rev-parse HEAD > "${TMPDIR:-/tmp}/.contextrl_base"')
+        init = f"git init -q && " if not task.repo else ""
+        if not task.setup_commands:
+            res = sb.exec(f"cd {q} && {init}{record_base}", timeout=60)
+            if res.exit_code != 0:
+                raise TaskError(f"task {task.id!r}: workspace setup failed: {res.output[-500:]}")
+            return
+        if init:
+            res = sb.exec(f"cd {q} && git init -q && {git} add -A && {git} commit -qm 'contextrl: task files' --no-verify", timeout=60)
             if res.exit_code != 0:
                 raise TaskError(f"task {task.id!r}: workspace setup failed: {res.output[-500:]}")
         for cmd in task.setup_commands:
             res = sb.exec(f"cd {q} && {cmd}", timeout=self.test_timeout)
             if res.exit_code != 0:
                 raise TaskError(f"task {task.id!r}: setup command {cmd!r} failed (exit {res.exit_code}): {res.output[-500:]}")
-        # The diff base is taken *after* setup, so what setup did (e.g. SWE-smith applying the
-        # bug) is not counted as the agent's change.
-        res = sb.exec(f"cd {q} && git add -A && git -c user.name=contextrl -c user.email=contextrl@invalid "
-                      "commit -qm 'contextrl: task start' --no-verify --allow-empty >/dev/null 2>&1; "
-                      'git rev-parse HEAD > "${TMPDIR:-/tmp}/.contextrl_base"', timeout=60)
+        res = sb.exec(f"cd {q} && {record_base}", timeout=60)
         if res.exit_code != 0:
             raise TaskError(f"task {task.id!r}: could not record the diff base: {res.output[-500:]}")
 

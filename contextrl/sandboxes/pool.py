@@ -37,6 +37,9 @@ class PoolConfig:
     """Idle sandboxes older than this are replaced."""
     acquire_timeout_s: float = 300.0
     """How long `acquire` waits for capacity before raising."""
+    refill_delay_s: float = 0.25
+    """After a hand-out, wait this long before creating a replacement, so the refill does not
+    compete with the episode that just started setting up (on small machines it matters)."""
 
     def __post_init__(self) -> None:
         if self.warm < 0 or self.max_live < 1 or self.warm > self.max_live:
@@ -67,6 +70,7 @@ class SandboxPool:
         self._cv = threading.Condition()
         self._closed = False
         self._next_create = 0.0
+        self._last_acquire = 0.0
         self._closer = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"{name}-close")
         self._errors: collections.deque[str] = collections.deque(maxlen=20)
         self.stats = collections.Counter()
@@ -104,6 +108,10 @@ class SandboxPool:
                     self._expire_idle_locked()
                 if self._closed:
                     return
+                quiet = self._last_acquire + self.config.refill_delay_s - time.monotonic()
+                if quiet > 0:
+                    self._cv.wait(timeout=quiet)
+                    continue
                 self._live += 1
             try:
                 sb = self._create()
@@ -136,6 +144,7 @@ class SandboxPool:
                 if self._closed:
                     raise SandboxError(f"{self.name}: pool is closed")
                 self._expire_idle_locked()
+                self._last_acquire = time.monotonic()
                 if self._idle:
                     _, sb = self._idle.popleft()
                     self._cv.notify_all()
