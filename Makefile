@@ -8,6 +8,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
+# pip's find-links/extra-index notices on these machines are noise
+QUIET_PIP := 2>&1 | grep -v -e '^WARNING: Location' -e 'is ignored: it is neither' || true
 
 .PHONY: test demo venv docker-up image data bench clean
 
@@ -18,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	# torch first and pinned: the CPU wheel this machine provides, never a resolver-picked CUDA build
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,train]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,train,mine]'
 	@rm -f $(VENV)/.installed-*; touch $@
 
 docker-up:

@@ -98,6 +98,33 @@ def _demo(args: argparse.Namespace) -> int:
     return demo_main(out=args.out, n=args.n, sandbox=args.sandbox)
 
 
+def _mine(args: argparse.Namespace) -> int:
+    from contextrl.miner import jobs
+
+    if args.miner == "branch":
+        factory = jobs.branch_miner(jobs.BranchJobConfig(tasks=args.tasks, env_id=args.env, sandbox=args.sandbox))
+    else:
+        factory = {"filter": jobs.filter_miner, "outcome": jobs.outcome_miner}[args.miner]()
+    summary = jobs.run_mining_job(args.input, args.out, factory, workers=args.workers, ray_address=args.ray,
+                                  shard_size=args.shard_size, progress=not args.quiet,
+                                  **({} if args.group_key is None else {"group_key": None if args.group_key == "none" else args.group_key}))
+    print(summary.format())
+    print(f"summary: {Path(args.out) / 'summary.json'}")
+    return 1 if summary.shards_failed else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from contextrl.miner.report import write_report
+
+    out = args.out or str(Path(args.pairs).with_suffix(".html"))
+    funnel = args.funnel
+    if funnel is None and (Path(args.pairs).parent / "funnel.json").exists():  # what `contextrl mine` writes
+        funnel = str(Path(args.pairs).parent / "funnel.json")
+    n = write_report(args.pairs, out, funnel=funnel, max_pairs=args.max_pairs, title=args.title)
+    print(f"wrote {out} ({n} pair(s))")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="contextrl", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -144,6 +171,29 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--n", type=int, default=3, help="tasks per suite")
     d.add_argument("--sandbox", choices=["auto", "docker", "local"], default="auto")
     d.set_defaults(func=_demo)
+
+    m = sub.add_parser("mine", help="mine contrastive pairs from trajectory files (resumable, sharded, process pool or Ray)")
+    m.add_argument("--input", nargs="+", required=True, help="trajectory files or directories (any importable format)")
+    m.add_argument("--out", required=True, help="output directory (pairs.jsonl, funnel.json, summary.json, shards/)")
+    m.add_argument("--miner", choices=["filter", "branch", "outcome"], default="filter")
+    m.add_argument("--workers", type=int, default=1, help="process-pool size (1: in-process)")
+    m.add_argument("--ray", default=None, metavar="ADDRESS|local", help="run shards as Ray tasks on this cluster ('local': a 2-CPU local Ray)")
+    m.add_argument("--shard-size", type=int, default=1000, help="trajectories per shard (a group is never split)")
+    m.add_argument("--group-key", choices=["repo_commit", "task", "none"], default=None, help="bucket trajectories by this key (default: the miner's own)")
+    m.add_argument("--tasks", default=None, help="branch: task file or directory the trajectories were recorded on")
+    m.add_argument("--env", default=None, help="branch: env id whose tasks the trajectories ran (default: each trajectory's source)")
+    m.add_argument("--sandbox", choices=["auto", "docker", "local"], default="auto", help="branch: sandbox backend for the forks")
+    m.add_argument("--quiet", action="store_true", help="no progress bars")
+    m.set_defaults(func=_mine)
+
+    r = sub.add_parser("report", help="render mined pairs as a self-contained HTML page")
+    r.add_argument("what", choices=["pairs"])
+    r.add_argument("pairs", help="pairs.jsonl")
+    r.add_argument("--funnel", default=None, help="funnel.json (stage -> count) to chart (default: funnel.json next to the pairs file)")
+    r.add_argument("--out", default=None, help="output HTML (default: next to the pairs file)")
+    r.add_argument("--max-pairs", type=int, default=200, help="show at most this many pairs")
+    r.add_argument("--title", default=None)
+    r.set_defaults(func=_report)
     return p
 
 

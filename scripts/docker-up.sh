@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# Make sure a Docker daemon answers. On a Debian machine where we are root and none runs,
-# install Debian's docker.io (and debootstrap, for the offline image build) and start
-# dockerd without any network plumbing: sandboxes never get a network.
+# Make sure a Docker daemon answers. On a Debian machine where we are root: install
+# Debian's docker.io (and debootstrap, for the offline image build; chromium, for the
+# report's browser test) when missing, and start dockerd without any network plumbing:
+# sandboxes never get a network.
 set -u
-if docker info >/dev/null 2>&1; then exit 0; fi
 if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-  if ! command -v dockerd >/dev/null 2>&1 || ! command -v debootstrap >/dev/null 2>&1; then
-    echo "[docker-up] installing docker.io and debootstrap from Debian" >&2
-    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io debootstrap >/dev/null \
-      || { echo "[docker-up] apt-get install docker.io failed" >&2; exit 1; }
+  need=""
+  command -v dockerd >/dev/null 2>&1 || need="$need docker.io"
+  command -v debootstrap >/dev/null 2>&1 || need="$need debootstrap"
+  command -v chromium >/dev/null 2>&1 || need="$need chromium"
+  if [ -n "$need" ]; then
+    echo "[docker-up] installing from Debian:$need" >&2
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need >/dev/null \
+      || { echo "[docker-up] apt-get install$need failed" >&2; exit 1; }
   fi
+fi
+if docker info >/dev/null 2>&1; then exit 0; fi
+if [ "$(id -u)" = "0" ] && command -v dockerd >/dev/null 2>&1; then
   if ! docker info >/dev/null 2>&1; then
     echo "[docker-up] starting dockerd --bridge=none --iptables=false --ip-forward=false --ip-masq=false" >&2
     setsid nohup dockerd --bridge=none --iptables=false --ip-forward=false --ip-masq=false \
