@@ -8,8 +8,6 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
-# pip's find-links/extra-index notices on these machines are noise
-QUIET_PIP := 2>&1 | grep -v -e '^WARNING: Location' -e 'is ignored: it is neither' || true
 
 .PHONY: test demo venv docker-up image data bench clean
 
