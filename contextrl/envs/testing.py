@@ -15,7 +15,9 @@ from typing import Mapping
 from contextrl.envs.task import Task
 from contextrl.sandboxes.base import ExecResult, Sandbox
 
-_STATUS_RE = re.compile(r"^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\s+(\S+?)(?:\s+-\s.*)?$")
+# The id runs to the end of the line, or to pytest's " - <message>" suffix; ids may contain
+# spaces inside their parameter brackets ("test_x[funky jeans]").
+_STATUS_RE = re.compile(r"^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS)\s+(.+?)(?:\s+-\s.*)?$")
 PASSING = frozenset({"PASSED", "XFAIL", "XPASS"})
 
 
