@@ -79,7 +79,7 @@ def run_tests(sandbox: Sandbox, task: Task, timeout: float = 300.0, workdir: str
     cmd = (
         f"cd {q} && {{ {test_command_for(task)} ; }} > \"${{TMPDIR:-/tmp}}/.contextrl_test.log\" 2>&1; "
         "__rc=$?; grep -E '^(PASSED|FAILED|ERROR|SKIPPED|XFAIL|XPASS) ' \"${TMPDIR:-/tmp}/.contextrl_test.log\"; "
-        "tail -n 3 \"${TMPDIR:-/tmp}/.contextrl_test.log\"; exit $__rc"
+        "tail -n 3 \"${TMPDIR:-/tmp}/.contextrl_test.log\"; (exit $__rc)"
     )
     res = sandbox.exec(cmd, timeout=timeout)
     statuses = parse_pytest_statuses(res.output)
