@@ -1,0 +1,75 @@
+"""`python -m benchmarks.trainer --tiny` end to end in a subprocess: the last stdout line is one
+JSON object with the metrics the benchmark promises (tiny local Qwen2, synthetic pairs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+KEYS = {
+    "grpo_step_s", "contextrl_step_s", "ca_overhead_ratio", "ca_overhead_ratio_cpu", "ca_overhead_ratio_est_flops",
+    "ca_overhead_ratio_est_smollm2", "ca_term_forward_s", "ca_accuracy_before", "ca_accuracy_after", "ca_steps", "steps",
+    "warmup_steps", "heldout_pairs", "train_pairs", "ratio_model", "accuracy_model", "gate_ok", "ca_overhead_gate",
+    "target_met", "proportions", "pairs", "device",
+}
+
+
+@pytest.mark.slow
+def test_tiny_benchmark_prints_the_metrics(tmp_path):
+    env = {**os.environ, "CONTEXTRL_NO_PROGRESS": "1", "CONTEXTRL_CACHE": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.trainer", "--tiny", "--no-progress"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]  # 1: the ratio gate failed (meaningless at tiny size)
+    lines = proc.stdout.strip().splitlines()
+    metrics = json.loads(lines[-1])
+    assert KEYS <= set(metrics), sorted(KEYS - set(metrics))
+    assert metrics["mode"] == "tiny" and metrics["steps"] >= 1 and metrics["ca_steps"] >= 1
+    assert metrics["ca_overhead_ratio"] == pytest.approx(metrics["contextrl_step_s"] / metrics["grpo_step_s"], rel=1e-2)
+    assert len(metrics["grpo_step_samples_s"]) == len(metrics["contextrl_step_samples_s"]) == metrics["steps"]
+    for key in ("ca_accuracy_before", "ca_accuracy_after"):
+        assert 0.0 <= metrics[key] <= 1.0
+    assert metrics["heldout_pairs"] > 0 and metrics["train_pairs"] > 0
+    assert metrics["gate_ok"] == (metrics["ca_overhead_ratio"] <= metrics["ca_overhead_gate"])
+    assert proc.returncode == (0 if metrics["gate_ok"] else 1)
+    assert any("ca_overhead_ratio" in line for line in lines[:-1])  # the table before the JSON line
+    assert not list(tmp_path.iterdir())  # --tiny mines nothing and caches nothing
+
+
+def test_baton_alternates_whole_steps():
+    from benchmarks.trainer import _Baton
+
+    baton, log = _Baton(["grpo", "contextrl"]), []
+
+    def worker(name: str, steps: int) -> None:
+        for k in range(steps):
+            baton.next_step(name)
+            log.append((name, k))
+            time.sleep(0.005)
+        baton.done(name)
+
+    threads = [threading.Thread(target=worker, args=("grpo", 2)), threading.Thread(target=worker, args=("contextrl", 4))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert log == [("grpo", 0), ("contextrl", 0), ("grpo", 1), ("contextrl", 1), ("contextrl", 2), ("contextrl", 3)]
+
+
+def test_split_by_task_keeps_tasks_apart():
+    from benchmarks.trainer import split_by_task, synthetic_pairs
+    from contextrl.miner.pair import Provenance
+
+    pairs = [replace(p, provenance=Provenance("branch", (f"ep{i}", f"task{i % 5}"))) for i, p in enumerate(synthetic_pairs(20))]
+    train, held = split_by_task(pairs, 6)
+    assert len(held) == 6
+    assert not {p.provenance.sources[-1] for p in train} & {p.provenance.sources[-1] for p in held}
+    assert len(train) + len(held) <= 20 and len(train) >= 8
