@@ -319,3 +319,37 @@ def test_truncation_keeps_a_declared_region_wider_than_the_textual_diff():
     assert "16:    return Shape([p * factor for p in shape.points])" in _context_block(sp.text, sp.negative_option)
     tiny = selection_prompt(wide, 4, max_tokens=10)  # everything else goes; the declared block stays whole
     assert not tiny.fits and "\n".join(lines[span[0]:span[1]]) in _context_block(tiny.text, tiny.positive_option)
+
+
+def test_line_opcodes_is_a_valid_alignment_and_matches_difflib_on_near_identical_texts():
+    import difflib
+    import random
+
+    from contextrl.miner.pair import line_opcodes, split_lines
+
+    rng = random.Random(7)
+    for trial in range(40):
+        a = [f"line {rng.randrange(12)}" for _ in range(rng.randrange(0, 30))]
+        b = list(a)
+        for _ in range(rng.randrange(0, 4)):  # a few local edits
+            k = rng.randrange(len(b) + 1)
+            if b and rng.random() < 0.5:
+                b[min(k, len(b) - 1)] = f"changed {trial}"
+            else:
+                b.insert(k, f"inserted {trial}")
+        ta, tb = "\n".join(a) + "\n", "\n".join(b) + "\n"
+        ops = line_opcodes(ta, tb)
+        la, lb = split_lines(ta), split_lines(tb)
+        # contiguous, covers both texts, and rebuilding b from a by the opcodes gives b
+        assert ops[0][1] == 0 and ops[0][3] == 0 if ops else (not la and not lb)
+        rebuilt, pi, pj = [], 0, 0
+        for op, i1, i2, j1, j2 in ops:
+            assert (i1, j1) == (pi, pj)
+            if op == "equal":
+                assert la[i1:i2] == lb[j1:j2]
+            rebuilt += lb[j1:j2]
+            pi, pj = i2, j2
+        assert (pi, pj) == (len(la), len(lb)) and rebuilt == lb
+        assert not any(x[0] == y[0] == "equal" for x, y in zip(ops, ops[1:])), "adjacent equal blocks are merged"
+        if len(set(a)) == len(a):  # unique lines: the alignment is unambiguous, so it is difflib's
+            assert list(ops) == difflib.SequenceMatcher(None, la, lb, autojunk=False).get_opcodes()

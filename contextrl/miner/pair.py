@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal, Mapping, NamedTuple
 
@@ -291,6 +291,43 @@ def _spans(diff: Mapping[str, Any], side: str) -> tuple[Span, ...]:
     return tuple(out)
 
 
+@lru_cache(maxsize=64)
+def line_opcodes(positive: str, negative: str) -> tuple[tuple[str, int, int, int, int], ...]:
+    """difflib opcodes aligning the lines of two texts (`split_lines`), as a tuple.
+
+    Deliberately not plain `SequenceMatcher(a, b).get_opcodes()`: the common leading and
+    trailing lines are matched first and only the middle is aligned by difflib (whose
+    longest-match search is quadratic in the differing region). For near-identical contexts
+    that is the same alignment at a fraction of the cost; in general it is a valid alignment
+    that prefers keeping shared openings and endings together. Cached (the same two texts are
+    aligned by `text_difference` and by several verification checks).
+    """
+    a, b = split_lines(positive), split_lines(negative)
+    n, m = len(a), len(b)
+    lo = 0
+    while lo < n and lo < m and a[lo] == b[lo]:
+        lo += 1
+    hi = 0
+    while hi < n - lo and hi < m - lo and a[n - 1 - hi] == b[m - 1 - hi]:
+        hi += 1
+    ops: list[tuple[str, int, int, int, int]] = []
+    if lo:
+        ops.append(("equal", 0, lo, 0, lo))
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a[lo:n - hi], b[lo:m - hi], autojunk=False).get_opcodes():
+        if op == "equal" and ops and ops[-1][0] == "equal":
+            prev = ops.pop()
+            ops.append(("equal", prev[1], i2 + lo, prev[3], j2 + lo))
+        else:
+            ops.append((op, i1 + lo, i2 + lo, j1 + lo, j2 + lo))
+    if hi:
+        if ops and ops[-1][0] == "equal":
+            prev = ops.pop()
+            ops.append(("equal", prev[1], n, prev[3], m))
+        else:
+            ops.append(("equal", n - hi, n, m - hi, m))
+    return tuple(ops)
+
+
 def text_difference(positive: str, negative: str, include_whitespace_only: bool = False) -> Difference:
     """The line ranges where two texts differ (difflib alignment), as a `Difference`.
 
@@ -298,9 +335,8 @@ def text_difference(positive: str, negative: str, include_whitespace_only: bool 
     they are formatting, not evidence, and verification rejects them as shortcut cues.
     """
     a, b = split_lines(positive), split_lines(negative)
-    sm = difflib.SequenceMatcher(None, a, b, autojunk=False)
     pos, neg = [], []
-    for op, i1, i2, j1, j2 in sm.get_opcodes():
+    for op, i1, i2, j1, j2 in line_opcodes(positive, negative):
         if op == "equal":
             continue
         if not include_whitespace_only and _squash(a[i1:i2]) == _squash(b[j1:j2]):

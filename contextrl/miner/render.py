@@ -14,13 +14,12 @@
 
 from __future__ import annotations
 
-import difflib
 import random
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Literal, Mapping
 
-from contextrl.miner.pair import ContrastivePair, Difference, split_lines, text_difference
+from contextrl.miner.pair import ContrastivePair, Difference, line_opcodes, split_lines, text_difference
 from contextrl.trajectory import Step, Trajectory
 
 MASK = "<PATCH_MASKED>"
@@ -269,7 +268,7 @@ def fit_contexts(
     units: list[tuple[int, int, list[int], list[int]]] = []
     aligned_a: set[int] = set()
     aligned_b: set[int] = set()
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+    for op, i1, i2, j1, j2 in line_opcodes(positive, negative):
         if op == "equal":
             for i, j in zip(range(i1, i2), range(j1, j2)):
                 if i not in keep_a and j not in keep_b:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Literal, Mapping
 
 from contextrl.errors import ConfigError, MiningError
-from contextrl.miner.pair import Check, ContrastivePair, Verdict, split_lines
+from contextrl.miner.pair import Check, ContrastivePair, Verdict, line_opcodes, split_lines
 from contextrl.miner.render import MASK, render_trajectory
 
 CHECKS: tuple[str, ...] = (
@@ -107,16 +107,24 @@ def _norm(line: str) -> str:
 
 def _covered(lo: int, hi: int, spans: Iterable[tuple[int, ...]]) -> bool:
     """Is the line range [lo, hi) inside the spans (an empty range: touched by one)?"""
-    spans = list(spans)
+    spans = sorted(spans)
     if lo == hi:
         return any(s <= lo <= e for s, e in spans)
-    return all(any(s <= i < e for s, e in spans) for i in range(lo, hi))
+    reach = lo  # walk the merged spans: [lo, reach) is covered so far
+    for s, e in spans:
+        if s > reach:
+            break
+        reach = max(reach, e)
+        if reach >= hi:
+            return True
+    return reach >= hi
 
 
 def _hunks(pair: ContrastivePair) -> Iterator[tuple[int, int, int, int, bool, bool]]:
     """Non-equal line hunks: (i1, i2, j1, j2, whitespace_only, declared)."""
-    a, b = split_lines(pair.positive.text or ""), split_lines(pair.negative.text or "")
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+    pt, nt = pair.positive.text or "", pair.negative.text or ""
+    a, b = split_lines(pt), split_lines(nt)
+    for op, i1, i2, j1, j2 in line_opcodes(pt, nt):
         if op == "equal":
             continue
         ws_only = [n for n in map(_norm, a[i1:i2]) if n] == [n for n in map(_norm, b[j1:j2]) if n]
