@@ -146,7 +146,7 @@ def test_text_and_image_pairs_are_never_batched_together():
         encode_selection_batch([*tiny_pairs(1), _image_pair()], tok, ot)
     with pytest.raises(ContextRLError, match="mixes pair kinds"):
         StaticPairSource([*tiny_pairs(1), _image_pair()])
-    with pytest.raises(ContextRLError, match="multimodal"):
+    with pytest.raises(ContextRLError, match="need a vision-language policy"):  # image pairs need a VLM processor
         encode_selection_batch([_image_pair()], tok, ot)
 
 

@@ -18,9 +18,11 @@ from contextrl.trainer.pairs import (
     selection_reward,
 )
 from contextrl.trainer.trainer import ContextRLTrainer
+from contextrl.trainer.vlm import encode_image_selection_batch, freeze_vision_tower, load_vlm_policy, vision_tower
 
 __all__ = [
     "MODES", "ContextRLConfig", "Mode", "CALossOutput", "OptionTokens", "ca_loss", "ca_margin", "selection_ce",
     "CallablePairSource", "MixedPairSource", "PairSource", "SelectionBatch", "StaticPairSource", "as_pair_source",
     "encode_selection_batch", "parse_option", "selection_logits", "selection_reward", "ContextRLTrainer",
+    "encode_image_selection_batch", "freeze_vision_tower", "load_vlm_policy", "vision_tower",
 ]

@@ -21,6 +21,12 @@ Modes (see DESIGN.md, "The method, precisely"):
   The paper runs SFT first and GRPO after; `da_sft_warmup_steps` > 0 reproduces that
   order (the GRPO term is weighted 0 for those first optimizer steps; generation still
   runs, so the warm-up costs rollouts it does not use).
+
+Vision-language policies (a processor as `processing_class`, image pairs; see
+`contextrl.trainer.vlm`): the pair batch holds `ca_image_pairs_per_step` pairs (default 32,
+the paper's multimodal batch) instead of `ca_pairs_per_step` (default 8, agentic), and
+`budget_matched_grpo` spends that image budget. `freeze_vision_tower` keeps the image
+encoder fixed for the GRPO and the pair term alike.
 """
 
 from __future__ import annotations
@@ -49,7 +55,13 @@ class ContextRLConfig(GRPOConfig):
     ca_clip: float = field(default=5.0, metadata={"help": "Margin clip c in -log sigmoid(clip(margin, -c, c))."})
     """c: once |margin| >= c the pair contributes no gradient."""
     ca_pairs_per_step: int = field(default=8, metadata={"help": "Pairs per optimizer step (8 agentic, 32 multimodal)."})
-    """Size of the one pair batch drawn per optimizer step (per device)."""
+    """Size of the one pair batch drawn per optimizer step (per device) for a text-only policy."""
+    ca_image_pairs_per_step: int = field(default=32, metadata={"help": "Pairs per optimizer step for a VLM policy."})
+    """Size of the pair batch when the policy is a vision-language model (its processing_class is a
+    processor): image pairs are cheap to show next to trajectories, so the paper uses 32."""
+    freeze_vision_tower: bool = field(default=False, metadata={"help": "VLM only: keep the vision tower fixed."})
+    """Only for a vision-language policy: no gradient reaches its image encoder (`get_encoder('image')`,
+    for Qwen2-VL `model.visual` including the patch merger); the language model still trains."""
     pair_mix_ratio: float = field(default=0.5, metadata={"help": "Fraction of each pair batch drawn from the online source."})
     """With both an online source and an offline pair set, the expected fraction of each pair
     batch taken from the online source; a shortfall there is filled from the offline set."""
@@ -70,8 +82,10 @@ class ContextRLConfig(GRPOConfig):
         super().__post_init__()
         self.pair_budget_extra_completions = 0
         """Completions per device per optimizer step added by `budget_matched_grpo` (0 otherwise)."""
+        self.task_batch_size = self.per_device_train_batch_size
+        """`per_device_train_batch_size` as given, before `budget_matched_grpo` raised it."""
         if self.mode == "grpo" and self.budget_matched_grpo:
-            self._spend_pair_budget_on_prompts()
+            self._spend_pair_budget_on_prompts(self.ca_pairs_per_step)
         if self.mode == "da_rl" and (self.per_device_train_batch_size * self.steps_per_generation) % self.num_generations:
             raise ConfigError(
                 f"ContextRLConfig: mode='da_rl' replaces whole prompt groups, so each device's generation batch "
@@ -90,6 +104,9 @@ class ContextRLConfig(GRPOConfig):
         _number(self.ca_lambda, "ca_lambda", lo=0.0, fix="use a weight >= 0 (paper: 0.005; 0 disables L_CA)")
         _number(self.ca_clip, "ca_clip", lo=0.0, lo_open=True, fix="use a clip > 0 (default 5.0)")
         _integer(self.ca_pairs_per_step, "ca_pairs_per_step", lo=1, fix="use at least 1 (8 agentic, 32 multimodal)")
+        _integer(self.ca_image_pairs_per_step, "ca_image_pairs_per_step", lo=1, fix="use at least 1 (paper: 32)")
+        if not isinstance(self.freeze_vision_tower, bool):
+            raise ConfigError(f"ContextRLConfig.freeze_vision_tower={self.freeze_vision_tower!r} is invalid: use true or false")
         _number(self.pair_mix_ratio, "pair_mix_ratio", lo=0.0, hi=1.0, fix="use a fraction in [0, 1]")
         if self.ca_max_prompt_tokens is not None:
             _integer(self.ca_max_prompt_tokens, "ca_max_prompt_tokens", lo=32, fix="use at least 32 tokens, or None")
@@ -101,16 +118,25 @@ class ContextRLConfig(GRPOConfig):
             raise ConfigError(f"ContextRLConfig.da_sft_warmup_steps={self.da_sft_warmup_steps} only applies to mode='da_sft' "
                               f"(mode is {self.mode!r}); set it to 0")
 
-    def _spend_pair_budget_on_prompts(self) -> None:
+    def _spend_pair_budget_on_prompts(self, pairs: int) -> None:
         """Raise the per-device batch by ceil(pairs / accumulation steps), rounded up so every
         device's generation batch still holds whole prompt groups."""
-        extra = math.ceil(self.ca_pairs_per_step / self.gradient_accumulation_steps)
-        per_device = self.per_device_train_batch_size + extra
+        extra = math.ceil(pairs / self.gradient_accumulation_steps)
+        per_device = self.task_batch_size + extra
         while (per_device * self.world_size * self.steps_per_generation) % self.num_generations:
             per_device += 1
-        self.pair_budget_extra_completions = (per_device - self.per_device_train_batch_size) * self.gradient_accumulation_steps
+        self.pair_budget_extra_completions = (per_device - self.task_batch_size) * self.gradient_accumulation_steps
         self.per_device_train_batch_size = per_device
         self.generation_batch_size = per_device * self.world_size * self.steps_per_generation
+
+    def pairs_per_step(self, multimodal: bool) -> int:
+        """The pair-batch size for a text-only (`ca_pairs_per_step`) or a VLM policy (`ca_image_pairs_per_step`)."""
+        return self.ca_image_pairs_per_step if multimodal else self.ca_pairs_per_step
+
+    def use_multimodal_pair_budget(self) -> None:
+        """Called by the trainer for a VLM policy: `budget_matched_grpo` spends `ca_image_pairs_per_step`."""
+        if self.mode == "grpo" and self.budget_matched_grpo:
+            self._spend_pair_budget_on_prompts(self.ca_image_pairs_per_step)
 
     @property
     def uses_pair_batch(self) -> bool:

