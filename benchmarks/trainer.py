@@ -4,14 +4,14 @@
 
 **Overhead** (`ca_overhead_ratio` = contextrl / grpo step time, gate <= 1.10). TRL's plain
 `GRPOTrainer` and `ContextRLTrainer` (mode `contextrl`, lambda 0.005) on the same model, config
-and seed, at the paper's proportions: 16 prompts x 8 generations per optimizer step (batch 32
-x 4 accumulation steps), prompts of ~256 tokens cut from the mined tasks' text, completions of
-exactly 64 tokens (`min_new_tokens` = `max_completion_length`, so sampling never changes the
-work), and one batch of 8 mined pairs per step with examples/cpu_smollm2.yaml's pair budget
-(640 tokens). That example's own rollouts are longer (~926-token tool prompts, 96-token
-completions): a GRPO step there takes ~6 minutes on 2 cores, and longer rollouts only shrink
-the pair batch's share, so the ratio measured here bounds it from above
-(`ca_overhead_ratio_est_smollm2_cpu_example` is the FLOP estimate there). The two trainers run
+and seed, at the paper's proportions and the CPU example's lengths (`cpu_example_shape`, read
+from examples/cpu_smollm2.yaml): 16 prompts x 8 generations per optimizer step (batch 32 x 4
+accumulation steps), prompts of ~926 tokens (the example's tool-calling task prompts) cut from
+the mined tasks' text, completions of exactly the 96 tokens the example lets the policy generate
+(`min_new_tokens` = `max_completion_length`, so sampling never changes the work), and one batch
+of 8 mined pairs per step with the example's pair budget (`ca_max_prompt_tokens`).
+`ca_overhead_ratio_est_smollm2_short_rollouts` is the FLOP estimate for shorter rollouts
+(256 + 64 tokens), where the pair batch's share is larger. The two trainers run
 in two threads that pass a baton at step boundaries, so their optimizer steps alternate and
 never overlap, and load drift on the host hits both alike; whole optimizer steps (generation,
 scoring, forward/backward, optimizer) are timed after warm-up (each trainer's last step is run
@@ -54,21 +54,38 @@ from typing import Any
 from benchmarks._trainer_pairs import load_or_mine, split_by_task, synthetic_pairs
 from benchmarks._util import device_info, emit_json, progress, table
 
-PAPER = {"prompts_per_step": 16, "generations": 8, "pairs_per_step": 8, "prompt_tokens": 256, "completion_tokens": 64,
-         "ca_max_prompt_tokens": 640, "per_device_batch": 32}
-"""The paper's proportions (16 prompts x 8 generations, 8 pairs per step), rollouts of 256 + 64
-tokens, and examples/cpu_smollm2.yaml's pair budget (ca_max_prompt_tokens 640)."""
-CPU_EXAMPLE = {**PAPER, "prompt_tokens": 926, "completion_tokens": 96}
-"""examples/cpu_smollm2.yaml's own rollouts: max_completion_length 96 and prompts of 926 tokens,
-the mean SmolLM2 length of its 24 tasks' prompts under the tool-calling template (tool schemas
-~700 + task ~220; measured once, range 820-1045). Used for a FLOP estimate only: one GRPO step
-at these lengths takes ~6 minutes on 2 CPU cores, and longer rollouts only shrink the ratio."""
+EXAMPLE_CONFIG = "examples/cpu_smollm2.yaml"
+EXAMPLE_PROMPT_TOKENS = 926
+"""Mean SmolLM2 length of the CPU example's 24 task prompts under the tool-calling template
+(tool schemas ~700 + task ~220; measured once with `CodingEnvFactory`, range 820-1045)."""
+
+
+def cpu_example_shape(path: str = EXAMPLE_CONFIG) -> dict[str, int]:
+    """The paper's proportions (16 prompts x 8 generations, 8 pairs per step) at the CPU
+    example's lengths, read from its YAML: prompts of `EXAMPLE_PROMPT_TOKENS`, completions of
+    the tokens the policy generates there (`max_turn_tokens` per turn, at most
+    `max_tool_calling_iterations` + 1 turns, capped by `max_completion_length`; tool results
+    are not generated), and its pair budget `ca_max_prompt_tokens`."""
+    import yaml
+
+    from pathlib import Path
+
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / path).read_text())["trainer"]
+    generated = min(cfg["max_completion_length"], cfg["max_turn_tokens"] * (cfg["max_tool_calling_iterations"] + 1))
+    return {"prompts_per_step": 16, "generations": 8, "pairs_per_step": 8, "prompt_tokens": EXAMPLE_PROMPT_TOKENS,
+            "completion_tokens": generated, "ca_max_prompt_tokens": cfg["ca_max_prompt_tokens"], "per_device_batch": 32}
+
+
+PAPER = cpu_example_shape()
+"""What the overhead is measured at (the issue: the paper's proportions, the CPU example's lengths)."""
+SHORT = {**PAPER, "prompt_tokens": 256, "completion_tokens": 64}
+"""Shorter rollouts (256 + 64) with the same pair batch: a FLOP estimate only (a bigger CA share)."""
 TINY = {"prompts_per_step": 4, "generations": 4, "pairs_per_step": 4, "prompt_tokens": 64, "completion_tokens": 16,
         "ca_max_prompt_tokens": 256, "per_device_batch": 16}
 """`--tiny` only (a test of the pipeline, not a measurement)."""
 GATE_RATIO, TARGET_ACCURACY = 1.10, 0.85
 SIZES: dict[str, dict[str, Any]] = {
-    "full": {"shape": PAPER, "warmup": 1, "timed": 3, "heldout": 200, "ca_steps": 40, "ca_seconds": 240.0, "lr": 1e-4},
+    "full": {"shape": PAPER, "warmup": 1, "timed": 3, "heldout": 200, "ca_steps": 80, "ca_seconds": 420.0, "lr": 2e-5},
     "quick": {"shape": PAPER, "warmup": 1, "timed": 1, "heldout": 24, "ca_steps": 2, "ca_seconds": 120.0, "lr": 1e-4},
     "tiny": {"shape": TINY, "warmup": 1, "timed": 2, "heldout": 16, "ca_steps": 4, "ca_seconds": 60.0, "lr": 1e-3},
 }
@@ -371,7 +388,7 @@ def run(mode: str, show: bool, accuracy: bool = True) -> dict[str, Any]:
     t2 = time.perf_counter()
     pair_tokens = acc.get("pair_prompt_tokens_mean", shape["ca_max_prompt_tokens"]) + 30  # + the chat template
     est = {}
-    for key, sh in (("ca_overhead_ratio_est_smollm2", shape), ("ca_overhead_ratio_est_smollm2_cpu_example", CPU_EXAMPLE)):
+    for key, sh in (("ca_overhead_ratio_est_smollm2", shape), ("ca_overhead_ratio_est_smollm2_short_rollouts", SHORT)):
         step, term = step_macs(sh if mode != "tiny" else shape, SMOLLM2_ARCH, pair_tokens)
         est[key] = round(1 + term / step, 4)
     return {
