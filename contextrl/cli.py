@@ -121,6 +121,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _mine(args: argparse.Namespace) -> int:
+    if args.miner in ("similarity", "edit"):  # image miners (contextrl.miner.image.cli)
+        from contextrl.miner.image.cli import run_image_mining
+        return run_image_mining(args)
     from contextrl.miner import jobs
 
     if args.miner == "branch":
@@ -226,9 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=_train)
 
     m = sub.add_parser("mine", help="mine contrastive pairs from trajectory files (resumable, sharded, process pool or Ray)")
-    m.add_argument("--input", nargs="+", required=True, help="trajectory files or directories (any importable format)")
+    m.add_argument("--input", nargs="+", required=True, help="trajectory files or directories (any importable format); "
+                   "image miners: easy-vqa[:test], skimage, or an image folder")
     m.add_argument("--out", required=True, help="output directory (pairs.jsonl, funnel.json, summary.json, shards/)")
-    m.add_argument("--miner", choices=["filter", "branch", "outcome"], default="filter")
+    m.add_argument("--miner", choices=["filter", "branch", "outcome", "similarity", "edit"], default="filter")
     m.add_argument("--workers", type=int, default=1, help="process-pool size (1: in-process)")
     m.add_argument("--ray", default=None, metavar="ADDRESS|local", help="run shards as Ray tasks on this cluster ('local': a 2-CPU local Ray)")
     m.add_argument("--shard-size", type=int, default=1000, help="trajectories per shard (a group is never split)")
@@ -237,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--env", default=None, help="branch: env id whose tasks the trajectories ran (default: each trajectory's source)")
     m.add_argument("--sandbox", choices=["auto", "docker", "local"], default="auto", help="branch: sandbox backend for the forks")
     m.add_argument("--quiet", action="store_true", help="no progress bars")
+    from contextrl.miner.image.cli import add_image_arguments  # image miners' options, in their own group
+    add_image_arguments(m)
     m.set_defaults(func=_mine)
 
     r = sub.add_parser("report", help="render mined pairs as a self-contained HTML page")
