@@ -41,7 +41,7 @@ import random
 import re
 import shlex
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Literal, Mapping, Sequence, Union
 
 from contextrl.conditions import Mutation, enclosing_definitions, find_conditions, flips
@@ -49,6 +49,7 @@ from contextrl.envs.task import Task
 from contextrl.envs.testing import PASSING, TestReport, run_tests
 from contextrl.envs.tools import MAX_VIEW_LINES, ToolCallError, ToolRunner
 from contextrl.errors import ConfigError, MiningError, SandboxError, TaskError
+from contextrl.configs import FromDict
 from contextrl.miner.funnel import Funnel
 from contextrl.miner.pair import Context, ContrastivePair, Provenance, split_lines, text_difference
 from contextrl.miner.render import render_trajectory
@@ -75,7 +76,7 @@ _UNITS = {"skipped_unscored": "trajectories", "setup_errors": "trajectories", "b
 
 
 @dataclass(frozen=True)
-class BranchConfig:
+class BranchConfig(FromDict):
     """How `BranchMiner` picks, runs and filters flips (validated at construction)."""
 
     max_forks_per_trajectory: int = 8
@@ -145,16 +146,6 @@ class BranchConfig:
         if not isinstance(self.verify, VerifyConfig):
             raise bad("verify", "use a VerifyConfig or a mapping of its fields")
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "BranchConfig":
-        """Build from a mapping (e.g. a YAML section); unknown keys raise ConfigError."""
-        names = [f.name for f in fields(cls)]
-        for key in d:
-            if key not in names:
-                hint = difflib.get_close_matches(str(key), names, n=1)
-                raise ConfigError(f"BranchConfig: unknown field {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                                  + f"; fields are {names}")
-        return cls(**d)
 
 
 @dataclass(frozen=True)

@@ -35,13 +35,14 @@ import sys
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Sequence as SequenceABC
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator, Literal, Mapping
 
 import numpy as np
 from tqdm import tqdm
 
 from contextrl.errors import ConfigError
+from contextrl.configs import FromDict
 from contextrl.miner.embed import EMBEDDER_KINDS, EmbedderKind, TextEmbedder, default_embedder
 from contextrl.miner.funnel import Funnel, StageClock
 from contextrl.miner.pair import Context, ContrastivePair, Provenance, Verdict, text_difference
@@ -56,7 +57,7 @@ DEFAULT_BANDS = {"minilm": (0.5, 0.95), "lexical": (0.2, 0.9)}
 
 
 @dataclass(frozen=True)
-class FilterConfig:
+class FilterConfig(FromDict):
     """Settings of `ConditionFilterMiner` (validated at construction)."""
 
     min_similarity: float | None = None
@@ -114,14 +115,6 @@ class FilterConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise bad("seed", "use an integer")
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "FilterConfig":
-        """Build from a mapping (e.g. a YAML section); unknown keys raise ConfigError."""
-        names = [f.name for f in fields(cls)]
-        unknown = [k for k in d if k not in names]
-        if unknown:
-            raise ConfigError(f"FilterConfig: unknown field {unknown[0]!r}; fields are {names}")
-        return cls(**d)
 
 
 @dataclass(frozen=True)

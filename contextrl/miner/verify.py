@@ -25,11 +25,12 @@ import difflib
 import hashlib
 import keyword
 import re
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Literal, Mapping
+from typing import Any, Callable, Iterable, Iterator, Literal
 
 from contextrl.errors import ConfigError, MiningError
+from contextrl.configs import FromDict
 from contextrl.miner.pair import Check, ContrastivePair, Verdict, line_opcodes, split_lines
 from contextrl.miner.render import MASK, render_trajectory
 
@@ -41,7 +42,7 @@ SupportOracle = Callable[[ContrastivePair, Literal["positive", "negative"]], "bo
 
 
 @dataclass(frozen=True)
-class VerifyConfig:
+class VerifyConfig(FromDict):
     """Thresholds and switches for `verify_pair` (validated at construction)."""
 
     max_length_ratio: float = 1.25
@@ -80,15 +81,6 @@ class VerifyConfig:
             raise bad("disabled_checks", f"unknown check {unknown[0]!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; choose from {list(CHECKS)}")
         object.__setattr__(self, "disabled_checks", tuple(self.disabled_checks))
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "VerifyConfig":
-        """Build from a mapping (e.g. a YAML section); unknown keys raise ConfigError."""
-        names = [f.name for f in fields(cls)]
-        for key in d:
-            if key not in names:
-                hint = difflib.get_close_matches(str(key), names, n=1)
-                raise ConfigError(f"VerifyConfig: unknown field {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; fields are {names}")
-        return cls(**d)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -32,7 +32,7 @@ import shutil
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, fields, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping
 
@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 from contextrl.errors import ConfigError, MiningError
+from contextrl.configs import FromDict
 from contextrl.miner.funnel import Funnel
 from contextrl.miner.image.charts import BarChartLayout
 from contextrl.miner.image.edit import ImageEditor, ProceduralEditor
@@ -56,7 +57,7 @@ STAGES: tuple[str, ...] = ("candidates", "editable", "edited", "passes_ssim_filt
 
 
 @dataclass(frozen=True)
-class EditMinerConfig:
+class EditMinerConfig(FromDict):
     """Settings of `mine_edits` (validated at construction; ConfigError names the field)."""
 
     seed: int = 0
@@ -97,14 +98,6 @@ class EditMinerConfig:
         if not isinstance(self.verify, VerifyConfig):
             raise bad("verify", "use a VerifyConfig or a mapping of its fields")
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "EditMinerConfig":
-        """Build from a mapping (e.g. a YAML section); unknown keys raise ConfigError."""
-        names = [f.name for f in fields(cls)]
-        unknown = [k for k in d if k not in names]
-        if unknown:
-            raise ConfigError(f"EditMinerConfig: unknown field {unknown[0]!r}; fields are {names}")
-        return cls(**d)
 
 
 def plan_edit(q: Question, answer: str, rng: np.random.Generator,

@@ -31,15 +31,15 @@ answer_differs, within_caps (candidates), localised, verified (pairs).
 
 from __future__ import annotations
 
-import difflib
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 from PIL import Image
 
 from contextrl.errors import ConfigError, MiningError
+from contextrl.configs import FromDict
 from contextrl.miner.funnel import Funnel, StageClock
 from contextrl.miner.image.data import VQAItem
 from contextrl.miner.image.embed import EMBEDDERS, EmbedderName, ImageEmbedder, make_embedder
@@ -56,7 +56,7 @@ STAGES: tuple[tuple[str, str], ...] = (
 
 
 @dataclass(frozen=True)
-class SimilarityConfig:
+class SimilarityConfig(FromDict):
     """Settings of `SimilarityMiner` (validated at construction)."""
 
     alpha: float = 0.85
@@ -121,16 +121,6 @@ class SimilarityConfig:
                 raise bad(name, "use true or false")
         SearchConfig(alpha=self.alpha, backend=self.backend, method=self.method)  # faiss requested but missing: fail now
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SimilarityConfig":
-        """Build from a mapping (e.g. a YAML section); unknown keys raise ConfigError."""
-        names = [f.name for f in fields(cls)]
-        for key in d:
-            if key not in names:
-                hint = difflib.get_close_matches(str(key), names, n=1)
-                raise ConfigError(f"SimilarityConfig: unknown field {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                                  + f"; fields are {names}")
-        return cls(**d)
 
     def params(self) -> dict[str, Any]:
         """The parameters recorded in each pair's provenance."""

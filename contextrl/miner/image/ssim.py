@@ -26,20 +26,21 @@ not count as damage outside it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from contextrl.errors import ConfigError
+from contextrl.configs import FromDict
 from contextrl.miner.pair import Check, Verdict
 
 Region = tuple[int, int, int, int]
 
 
 @dataclass(frozen=True)
-class EditFilterConfig:
+class EditFilterConfig(FromDict):
     """Thresholds for `check_edit` (validated at construction; ConfigError names the field).
 
     The defaults suit editors that leave unedited pixels exactly as they were (the
@@ -79,13 +80,6 @@ class EditFilterConfig:
         if self.max_region_fraction == 0:
             raise bad("max_region_fraction", "use a fraction > 0 (0.5 allows edits over half the image)")
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "EditFilterConfig":
-        names = [f.name for f in fields(cls)]
-        unknown = [k for k in d if k not in names]
-        if unknown:
-            raise ConfigError(f"EditFilterConfig: unknown field {unknown[0]!r}; fields are {names}")
-        return cls(**d)
 
 
 @dataclass(frozen=True)
