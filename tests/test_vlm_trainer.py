@@ -1,6 +1,8 @@
 """Image pairs on a tiny local Qwen2-VL: the selection prompt with two images, the CA margin
 read from a forward pass with pixels, ContextRL training (vision tower free or frozen), the
-kind rule (image and text samples never share a batch), and `contextrl probe` on image pairs."""
+kind rule (image and text samples never share a batch), and `contextrl probe` on image pairs.
+The CA margin, `mode=contextrl` training, the frozen vision tower and the probe CLI also run
+on a tiny Qwen2.5-VL (its own processor class, windowed vision tower and saved directory)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from contextrl.trainer.pairs import encode_selection_batch, selection_logits, se
 from contextrl.trainer.probe import FixedOrder, probe, probe_margins
 from contextrl.trainer.vlm import load_images, vision_tower
 from tiny_models import tiny_model, tiny_pairs, tiny_tokenizer, token_sum_reward
-from tiny_vlm import image_pairs, image_task_dataset, tiny_processor, tiny_vlm
+from tiny_vlm import FAMILIES, MODEL_CLASS_NAMES, image_pairs, image_task_dataset, tiny_processor, tiny_vlm
 
 BASE = dict(
     per_device_train_batch_size=2, num_generations=2, max_completion_length=3, max_steps=2, learning_rate=1e-2,
@@ -37,9 +39,9 @@ def _vision_names(model) -> set[str]:
     return {n for n, p in model.named_parameters() if id(p) in tower}
 
 
-def _train(tmp_path, **kw):
-    proc = tiny_processor()
-    model = tiny_vlm(proc)
+def _train(tmp_path, family="qwen2_vl", **kw):
+    proc = tiny_processor(family)
+    model = tiny_vlm(proc, family=family)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer = ContextRLTrainer(model, [token_sum_reward], _config(tmp_path, **kw), image_task_dataset(tmp_path / "tasks", 4),
                                processing_class=proc, pair_source=StaticPairSource(image_pairs(tmp_path / "pairs", 4)))
@@ -112,9 +114,10 @@ def test_image_and_text_samples_never_share_a_batch(tmp_path):
                for r in picked)
 
 
-def test_ca_margin_on_image_pairs_matches_a_hand_computation(tmp_path):
-    proc = tiny_processor()
-    model = tiny_vlm(proc, seed=1).eval()
+@pytest.mark.parametrize("family", FAMILIES)
+def test_ca_margin_on_image_pairs_matches_a_hand_computation(tmp_path, family):
+    proc = tiny_processor(family)
+    model = tiny_vlm(proc, seed=1, family=family).eval()
     pairs = image_pairs(tmp_path, 3)
     pairs[1] = dataclasses.replace(pairs[1], query=pairs[1].query + " Look closely at the picture.")
     opt = OptionTokens.from_tokenizer(proc.tokenizer)
@@ -135,13 +138,14 @@ def test_ca_margin_on_image_pairs_matches_a_hand_computation(tmp_path):
         assert margin[i].item() == pytest.approx(want, abs=1e-4)
 
 
-@pytest.mark.parametrize("mode", ["contextrl", "grpo", "da_rl"])
-def test_a_tiny_vlm_trains_and_moves_every_parameter(tmp_path, mode):
+@pytest.mark.parametrize(("mode", "family"), [("contextrl", "qwen2_vl"), ("grpo", "qwen2_vl"), ("da_rl", "qwen2_vl"),
+                                             ("contextrl", "qwen2_5_vl")])
+def test_a_tiny_vlm_trains_and_moves_every_parameter(tmp_path, mode, family):
     """GRPO's task rows are VLM prompts (grpo alone moves the vision tower), the image pair batch
-    adds L_CA (contextrl), and image pairs become RL prompts with two pictures (da_rl)."""
+    adds L_CA (contextrl, on both families), and image pairs become RL prompts with two pictures (da_rl)."""
     extra = {"contextrl": dict(ca_lambda=1.0), "grpo": dict(budget_matched_grpo=False),
              "da_rl": dict(da_rl_pair_fraction=0.5, gradient_accumulation_steps=2)}[mode]
-    trainer, names, changed = _train(tmp_path, mode=mode, **extra)
+    trainer, names, changed = _train(tmp_path, family, mode=mode, **extra)
     assert trainer.state.global_step == 2
     assert names - changed == set()
     if mode == "contextrl":
@@ -155,8 +159,9 @@ def test_a_tiny_vlm_trains_and_moves_every_parameter(tmp_path, mode):
         assert len(_logged(trainer, "rewards/selection_reward/mean")) == 2
 
 
-def test_frozen_vision_tower_stays_fixed_and_the_rest_trains(tmp_path):
-    trainer, names, changed = _train(tmp_path, mode="contextrl", ca_lambda=1.0, freeze_vision_tower=True)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_frozen_vision_tower_stays_fixed_and_the_rest_trains(tmp_path, family):
+    trainer, names, changed = _train(tmp_path, family, mode="contextrl", ca_lambda=1.0, freeze_vision_tower=True)
     tower = _vision_names(trainer.model)
     assert tower and tower < names and any(n.startswith("model.visual.merger") or ".merger." in n for n in tower)
     assert changed & tower == set()
@@ -177,12 +182,13 @@ def test_pair_batch_size_for_vlms_and_budget_matched_grpo(tmp_path):
         ContextRLConfig(output_dir=str(tmp_path), ca_image_pairs_per_step=0)
 
 
-def test_cli_probe_on_image_pairs(tmp_path, capsys):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cli_probe_on_image_pairs(tmp_path, capsys, family):
     from contextrl.cli import main
     from contextrl.trainer.probe import load_policy
 
-    proc = tiny_processor()
-    tiny_vlm(proc, seed=2).save_pretrained(tmp_path / "vlm")
+    proc = tiny_processor(family)
+    tiny_vlm(proc, seed=2, family=family).save_pretrained(tmp_path / "vlm")
     proc.save_pretrained(tmp_path / "vlm")
     pairs = image_pairs(tmp_path / "img", 3)
     write_pairs(tmp_path / "pairs.jsonl", pairs)
@@ -191,7 +197,7 @@ def test_cli_probe_on_image_pairs(tmp_path, capsys):
     d = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert d["n_pairs"] == 3 and d["n_evals"] == 6 and 0.0 <= d["position_consistency"] <= 1.0
     model, loaded = load_policy(str(tmp_path / "vlm"))
-    assert type(model).__name__ == "Qwen2VLForConditionalGeneration" and hasattr(loaded, "image_processor")
+    assert type(model).__name__ == MODEL_CLASS_NAMES[family] and hasattr(loaded, "image_processor")
     margins = probe_margins(model, loaded, pairs, batch_size=3)
     opt = OptionTokens.from_tokenizer(loaded.tokenizer)
     for letter, col in (("A", 0), ("B", 1)):  # both orders, scored exactly like the CA loss
