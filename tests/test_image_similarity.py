@@ -375,3 +375,24 @@ def test_cli_items_chain_sources_and_limit():
     assert list(itertools.islice(image_items(["easy-vqa"]), 1))[0].image_id.startswith("easy-vqa/train/")
     with pytest.raises(MiningError, match="--limit 0"):
         image_items(["easy-vqa"], limit=0)
+
+
+def test_the_vlm_vision_tower_is_the_default_embedder_when_a_vlm_is_named(tmp_path):
+    from tests.tiny_vlm import tiny_processor, tiny_vlm
+
+    from contextrl.miner.image.similarity import SimilarityConfig, SimilarityMiner
+
+    model_dir = tmp_path / "vlm"
+    tiny_vlm().save_pretrained(model_dir)
+    tiny_processor().save_pretrained(model_dir)
+    miner = SimilarityMiner(SimilarityConfig(vlm=str(model_dir), progress=False))
+    assert isinstance(miner.embedder, VisionTowerEmbedder) and miner.embedder.name == "vision-tower:vlm"
+    pairs, funnel = miner.mine(easy_vqa_items(limit=60))
+    assert funnel["embedded"] > 0 and funnel.notes["embedder"] == "vision-tower:vlm"
+    assert all(p.provenance.params["embedder"] == "vision-tower:vlm" for p in pairs)
+    # without a VLM, "auto" falls back to the weight-free pixel baseline
+    assert isinstance(SimilarityMiner(SimilarityConfig(progress=False)).embedder, PixelEmbedder)
+    with pytest.raises(ConfigError, match="embedder.*vlm"):
+        SimilarityConfig(embedder="vision_tower")
+    with pytest.raises(ConfigError, match="not a saved vision-language model"):
+        SimilarityMiner(SimilarityConfig(vlm=str(tmp_path), progress=False))

@@ -6,7 +6,8 @@ miners' inputs and outputs:
 - `--input`: one or more of `easy-vqa` (`easy-vqa:train`, `easy-vqa:test`), `skimage` (the
   bundled scikit-image samples), or an image folder (with `--questions FILE.json[l]`);
   sources are chained and streamed;
-- `--limit N`: read at most N items in all; `--alpha`: the similarity threshold;
+- `--limit N`: read at most N items in all; `--alpha`: the similarity threshold; `--vlm DIR`:
+  embed with that saved VLM's vision tower;
 - writes `OUT/pairs.jsonl` (verified pairs) and `OUT/funnel.json`, the two files
   `contextrl report pairs OUT/pairs.jsonl` renders.
 """
@@ -30,6 +31,8 @@ def add_image_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--limit", type=int, default=None, help="read at most this many (image, question) items")
     g.add_argument("--questions", default=None, help="questions sidecar (.json list or .jsonl) for an image-folder --input")
     g.add_argument("--alpha", type=float, default=None, help="similarity: cosine threshold (default 0.85)")
+    g.add_argument("--vlm", default=None, help="similarity: a saved VLM directory whose vision tower embeds the images "
+                                               "(default: no weights, the pixel baseline)")
 
 
 def image_items(inputs: Iterable[str], questions: str | None = None, limit: int | None = None) -> Iterator[VQAItem]:
@@ -64,8 +67,8 @@ def run_image_mining(args: argparse.Namespace) -> int:
     if args.miner == "similarity":
         from contextrl.miner.image.similarity import SimilarityConfig, SimilarityMiner
 
-        alpha = getattr(args, "alpha", None)
-        config = SimilarityConfig(progress=progress, **({} if alpha is None else {"alpha": alpha}))
+        given = {k: getattr(args, k, None) for k in ("alpha", "vlm")}
+        config = SimilarityConfig(progress=progress, **{k: v for k, v in given.items() if v is not None})
         pairs, funnel = SimilarityMiner(config).mine(items)
     else:
         try:

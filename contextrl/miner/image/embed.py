@@ -23,6 +23,7 @@ Every `embed` runs in batches of `batch_size` (a tqdm bar past a few batches) an
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal, Protocol, Sequence, runtime_checkable
 
 import numpy as np
@@ -30,8 +31,8 @@ from PIL import Image
 
 from contextrl.errors import ConfigError, MiningError
 
-EmbedderName = Literal["pixel", "hash"]
-EMBEDDERS: tuple[str, ...] = ("pixel", "hash")
+EmbedderName = Literal["auto", "vision_tower", "pixel", "hash"]
+EMBEDDERS: tuple[str, ...] = ("auto", "vision_tower", "pixel", "hash")
 
 
 @runtime_checkable
@@ -132,6 +133,18 @@ class VisionTowerEmbedder:
         self.dim = int(getattr(vision, "out_hidden_size", None) or getattr(text, "hidden_size", 0) or getattr(vision, "hidden_size"))
         self.name = name or f"vision-tower:{type(model).__name__}"
 
+    @classmethod
+    def from_pretrained(cls, path: str, **kwargs: Any) -> "VisionTowerEmbedder":
+        """The vision tower of a saved VLM directory (the policy's own checkpoint, e.g. one
+        `contextrl train` wrote), loaded with its processor; `kwargs` go to the constructor."""
+        from contextrl.trainer.vlm import is_vlm_dir, load_vlm_policy
+
+        if not is_vlm_dir(path):
+            raise ConfigError(f"vlm={path!r}: not a saved vision-language model directory (config.json with a "
+                              "vision_config); pass the VLM policy's directory, or use embedder='pixel'")
+        model, processor = load_vlm_policy(path)
+        return cls(model.eval(), processor, name=kwargs.pop("name", f"vision-tower:{Path(path).name}"), **kwargs)
+
     def _pool(self, images: Sequence[Image.Image]) -> np.ndarray:
         import torch
 
@@ -162,8 +175,17 @@ class VisionTowerEmbedder:
         return out
 
 
-def make_embedder(name: str, side: int = 16, batch_size: int = 256, progress: bool = True) -> ImageEmbedder:
-    """A weight-free embedder by name: "pixel" (RGB thumbnails) or "hash" (dHash)."""
+def make_embedder(name: str, side: int = 16, batch_size: int = 256, progress: bool = True,
+                  vlm: str | None = None) -> ImageEmbedder:
+    """An embedder by name: "auto" (the vision tower of `vlm` when one is given, else pixel),
+    "vision_tower" (needs `vlm`, a saved VLM directory), "pixel" (RGB thumbnails) or "hash" (dHash)."""
+    if name in ("auto", "vision_tower") and vlm:
+        return VisionTowerEmbedder.from_pretrained(vlm, progress=progress)
+    if name == "vision_tower":
+        raise ConfigError("embedder='vision_tower' needs vlm= (a saved VLM directory, e.g. the policy's checkpoint); "
+                          "or use embedder='pixel' (no weights)")
+    if name == "auto":
+        name = "pixel"
     if name == "pixel":
         return PixelEmbedder(side=side, batch_size=batch_size, progress=progress)
     if name == "hash":

@@ -3,7 +3,9 @@
 Paper recipe (DESIGN.md, "Multimodal"): embed images, keep a partner I' of I when
 cos(f(I), f(I')) >= alpha (0.85) and its answer A' != A to the same question. Pipeline:
 
-1. stream `VQAItem`s; each distinct image file is embedded once, in batches of `batch_size`
+1. stream `VQAItem`s; each distinct image file is embedded once (by the VLM's own vision
+   tower, mean-pooled, when `vlm` names the policy's checkpoint; otherwise by the weight-free
+   pixel baseline, since no pretrained VLM can be downloaded here), in batches of `batch_size`
    as the stream is read (pixels of at most one batch are in memory; what is kept per image
    is its embedding row and its question -> answer map);
 2. `search.find_pairs` over all rows: image pairs with cos >= alpha;
@@ -19,7 +21,7 @@ cos(f(I), f(I')) >= alpha (0.85) and its answer A' != A to the same question. Pi
 Deliberate choices: the earlier image in the stream is C+ (its answer is A), so reruns give
 the same pairs; an image takes part in at most `max_pairs_per_image` pairs and an image pair
 gives at most `max_questions_per_image_pair` questions, so one dense cluster of look-alikes
-cannot flood the set. With the default pixel embedder (16x16 RGB), alpha 0.85 on the easy-VQA
+cannot flood the set. With the pixel embedder (16x16 RGB), alpha 0.85 on the easy-VQA
 train split (4,000 images, 38,575 questions) links ~4.3k of its 8M image pairs; ~1.4k
 (image pair, question) candidates have differing answers and ~1.2k pairs pass the caps and
 verification, in about 3 s on two cores (`benchmarks/images.py` reports it).
@@ -61,8 +63,12 @@ class SimilarityConfig(FromDict):
 
     alpha: float = 0.85
     """Partner threshold: keep image pairs with cosine >= alpha; in (-1, 1]."""
-    embedder: EmbedderName = "pixel"
-    """Weight-free embedder when none is passed to the miner: "pixel" (RGB thumbnails) or "hash"."""
+    embedder: EmbedderName = "auto"
+    """Embedder when none is passed to the miner: "auto" (the vision tower of `vlm` when set,
+    else "pixel"), "vision_tower" (needs `vlm`), "pixel" (RGB thumbnails, no weights) or "hash"."""
+    vlm: str | None = None
+    """A saved VLM directory (the policy's own checkpoint) whose vision tower, mean-pooled, embeds
+    the images; None: no weights are used (the pixel baseline)."""
     pixel_side: int = 16
     """Thumbnail side of the pixel/hash embedder (16: 16x16)."""
     batch_size: int = 256
@@ -98,6 +104,10 @@ class SimilarityConfig(FromDict):
             raise bad("alpha", "use a cosine threshold in (-1, 1], e.g. 0.85")
         if self.embedder not in EMBEDDERS:
             raise bad("embedder", f"choose one of {list(EMBEDDERS)} (or pass an ImageEmbedder to SimilarityMiner)")
+        if self.vlm is not None and (not isinstance(self.vlm, str) or not self.vlm):
+            raise bad("vlm", "use the path of a saved VLM directory, or null")
+        if self.embedder == "vision_tower" and self.vlm is None:
+            raise bad("embedder", "'vision_tower' needs vlm= (a saved VLM directory); or use 'auto'/'pixel'")
         if self.backend not in BACKENDS:
             raise bad("backend", f"choose one of {list(BACKENDS)}")
         if self.method not in METHODS:
@@ -165,7 +175,7 @@ class SimilarityMiner:
     def __init__(self, config: SimilarityConfig | None = None, embedder: ImageEmbedder | None = None):
         self.config = config or SimilarityConfig()
         self.embedder = embedder or make_embedder(self.config.embedder, side=self.config.pixel_side,
-                                                  batch_size=self.config.batch_size, progress=False)
+                                                  batch_size=self.config.batch_size, progress=False, vlm=self.config.vlm)
 
     # ------------------------------------------------------------------ reading + embedding
 
