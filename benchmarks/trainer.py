@@ -15,8 +15,10 @@ of 8 mined pairs per step with the example's pair budget (`ca_max_prompt_tokens`
 in two threads that pass a baton at step boundaries, so their optimizer steps alternate and
 never overlap, and load drift on the host hits both alike; whole optimizer steps (generation,
 scoring, forward/backward, optimizer) are timed after warm-up (each trainer's last step is run
-but not timed) and the ratio is of the medians
-(`ca_overhead_ratio_cpu`: the same from process CPU time). The ratio model is a Qwen2 built
+but not timed). Rounds alternate which trainer steps first (A B | B A | ...), and with an even
+number of timed steps the ratio is of the total times over the balanced timed steps (an order
+effect cancels; `ca_overhead_ratio_median`: the ratio of the medians;
+`ca_overhead_ratio_cpu`: the total-time ratio from process CPU time). The ratio model is a Qwen2 built
 locally (hidden 128, 4 layers, a 2048-token BPE trained in-process on the benchmark's texts),
 since one such step of SmolLM2-135M takes >10 minutes here; its lm_head share of per-token
 compute (~25%) is close to SmolLM2's (~21%). `ca_overhead_ratio_est_*` are FLOP estimates.
@@ -85,7 +87,7 @@ TINY = {"prompts_per_step": 4, "generations": 4, "pairs_per_step": 4, "prompt_to
 """`--tiny` only (a test of the pipeline, not a measurement)."""
 GATE_RATIO, TARGET_ACCURACY = 1.10, 0.85
 SIZES: dict[str, dict[str, Any]] = {
-    "full": {"shape": PAPER, "warmup": 1, "timed": 3, "heldout": 200, "ca_steps": 80, "ca_seconds": 420.0, "lr": 2e-5},
+    "full": {"shape": PAPER, "warmup": 1, "timed": 4, "heldout": 200, "ca_steps": 80, "ca_seconds": 420.0, "lr": 2e-5},
     "quick": {"shape": PAPER, "warmup": 1, "timed": 1, "heldout": 24, "ca_steps": 2, "ca_seconds": 120.0, "lr": 1e-4},
     "tiny": {"shape": TINY, "warmup": 1, "timed": 2, "heldout": 16, "ca_steps": 4, "ca_seconds": 60.0, "lr": 1e-3},
 }
@@ -148,22 +150,35 @@ def spread_reward(completion_ids: list, **kwargs: Any) -> list[float]:
 
 
 class _Baton:
-    """Round-robin turns for trainers in threads: a trainer keeps the turn from the start of its
-    step through its post-step work (logging, fetching the next batch) and passes it on when it
+    """Turns for trainers in threads, counterbalanced: rounds alternate between the given order
+    and its reverse (A B | B A | A B ...), so neither trainer always steps first or second in a
+    round (an ordering effect, e.g. the cache and allocator state one trainer leaves to the
+    next, cancels out over pairs of rounds). A trainer keeps the turn from the start of its step
+    through its post-step work (logging, fetching the next batch) and passes it on when it
     reaches its next step, or when its `train()` returns. So nothing of one trainer runs during
-    the other's timed step."""
+    the other's timed step. With `counterbalance=False`, plain round-robin (A B A B ...)."""
 
-    def __init__(self, names: list[str]):
-        self.order, self.turn, self.started, self.cv = list(names), 0, set(), threading.Condition()
+    def __init__(self, names: list[str], counterbalance: bool = True):
+        self.names, self.counterbalance = list(names), counterbalance
+        self.turn, self.started, self.finished, self.cv = 0, set(), set(), threading.Condition()
+
+    def _slot(self, turn: int) -> str:
+        n = len(self.names)
+        rnd, k = divmod(turn, n)
+        return (self.names[::-1] if self.counterbalance and rnd % 2 else self.names)[k]
 
     def _holder(self) -> str | None:
-        return self.order[self.turn % len(self.order)] if self.order else None
+        if len(self.finished) == len(self.names):
+            return None
+        while self._slot(self.turn) in self.finished:  # finished trainers' slots are skipped
+            self.turn += 1
+        return self._slot(self.turn)
 
     def next_step(self, name: str) -> None:
         """Pass the turn on (if `name` holds it from its last step), then wait for it."""
         with self.cv:
             if name in self.started and self._holder() == name:
-                self.turn = (self.order.index(name) + 1) % len(self.order)
+                self.turn += 1
                 self.cv.notify_all()
             self.started.add(name)
             self.cv.wait_for(lambda: self._holder() == name)
@@ -171,10 +186,7 @@ class _Baton:
     def done(self, name: str) -> None:
         """`name` has finished training: leave the rotation (the turn goes on to the next)."""
         with self.cv:
-            holder, i = self._holder(), self.order.index(name)
-            self.order.pop(i)
-            if self.order:
-                self.turn = i % len(self.order) if holder == name else self.order.index(holder)
+            self.finished.add(name)
             self.cv.notify_all()
 
 
@@ -288,9 +300,9 @@ def overhead_benchmark(mode: str, pairs: list, texts: list[str], show: bool) -> 
                                    cfg.intermediate_size, cfg.vocab_size), statistics.mean(lens) + 8)
     return {
         "grpo_step_s": round(med(g, 0), 3), "contextrl_step_s": round(med(c, 0), 3),
-        "ca_overhead_ratio": round(med(c, 0) / med(g, 0), 4),
-        "ca_overhead_ratio_mean": round(sum(x[0] for x in c) / sum(x[0] for x in g), 4),
-        "ca_overhead_ratio_cpu": round(med(c, 1) / med(g, 1), 4),
+        "ca_overhead_ratio": round(sum(x[0] for x in c) / sum(x[0] for x in g), 4),
+        "ca_overhead_ratio_median": round(med(c, 0) / med(g, 0), 4),
+        "ca_overhead_ratio_cpu": round(sum(x[1] for x in c) / sum(x[1] for x in g), 4),
         "grpo_step_samples_s": [round(x[0], 2) for x in g], "contextrl_step_samples_s": [round(x[0], 2) for x in c],
         "ca_term_forward_s": round(statistics.median(term_s[timed] or term_s), 3),
         "ca_overhead_ratio_est_flops": round(1 + term / step, 4),

@@ -61,7 +61,28 @@ def test_baton_alternates_whole_steps():
         t.start()
     for t in threads:
         t.join(timeout=10)
-    assert log == [("grpo", 0), ("contextrl", 0), ("grpo", 1), ("contextrl", 1), ("contextrl", 2), ("contextrl", 3)]
+    # counterbalanced rounds: grpo first, then contextrl first; once grpo is done, contextrl runs on
+    assert log == [("grpo", 0), ("contextrl", 0), ("contextrl", 1), ("grpo", 1), ("contextrl", 2), ("contextrl", 3)]
+
+
+def test_baton_round_robin_without_counterbalancing():
+    from benchmarks.trainer import _Baton
+
+    baton, log = _Baton(["a", "b"], counterbalance=False), []
+
+    def worker(name: str, steps: int) -> None:
+        for k in range(steps):
+            baton.next_step(name)
+            log.append((name, k))
+            time.sleep(0.005)
+        baton.done(name)
+
+    threads = [threading.Thread(target=worker, args=(n, 3)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert log == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("b", 2)]
 
 
 def test_split_by_task_keeps_tasks_apart():
