@@ -44,23 +44,29 @@ def test_tiny_benchmark_prints_the_metrics(tmp_path):
     assert not list(tmp_path.iterdir())  # --tiny mines nothing and caches nothing
 
 
-def test_baton_alternates_whole_steps():
-    from benchmarks.trainer import _Baton
+def _run_baton(baton, steps: dict[str, int]) -> list[tuple[str, int]]:
+    """Threads that each take `steps[name]` turns; the order the turns were taken in."""
+    log: list[tuple[str, int]] = []
 
-    baton, log = _Baton(["grpo", "contextrl"]), []
-
-    def worker(name: str, steps: int) -> None:
-        for k in range(steps):
+    def worker(name: str, n: int) -> None:
+        for k in range(n):
             baton.next_step(name)
             log.append((name, k))
             time.sleep(0.005)
         baton.done(name)
 
-    threads = [threading.Thread(target=worker, args=("grpo", 2)), threading.Thread(target=worker, args=("contextrl", 4))]
+    threads = [threading.Thread(target=worker, args=item) for item in steps.items()]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=10)
+    return log
+
+
+def test_baton_alternates_whole_steps():
+    from benchmarks.trainer import _Baton
+
+    log = _run_baton(_Baton(["grpo", "contextrl"]), {"grpo": 2, "contextrl": 4})
     # counterbalanced rounds: grpo first, then contextrl first; once grpo is done, contextrl runs on
     assert log == [("grpo", 0), ("contextrl", 0), ("contextrl", 1), ("grpo", 1), ("contextrl", 2), ("contextrl", 3)]
 
@@ -68,20 +74,7 @@ def test_baton_alternates_whole_steps():
 def test_baton_round_robin_without_counterbalancing():
     from benchmarks.trainer import _Baton
 
-    baton, log = _Baton(["a", "b"], counterbalance=False), []
-
-    def worker(name: str, steps: int) -> None:
-        for k in range(steps):
-            baton.next_step(name)
-            log.append((name, k))
-            time.sleep(0.005)
-        baton.done(name)
-
-    threads = [threading.Thread(target=worker, args=(n, 3)) for n in ("a", "b")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=10)
+    log = _run_baton(_Baton(["a", "b"], counterbalance=False), {"a": 3, "b": 3})
     assert log == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("b", 2)]
 
 
