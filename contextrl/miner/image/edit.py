@@ -33,7 +33,7 @@ from contextrl.errors import ConfigError, MiningError
 from contextrl.miner.image import charts
 from contextrl.miner.image.instruction import COLOURS, OPS, EditInstruction, EditOp, EditResult
 from contextrl.miner.image.oracle import REGION_HUES
-from contextrl.miner.image.shapes import PALETTE, Region, as_rgb, composite, mask_bbox, segment_shape, shape_alpha, shift_array
+from contextrl.miner.image.shapes import PALETTE, Region, as_rgb, changed_mask, composite, mask_bbox, segment_shape, shape_alpha, shift_array
 
 
 @runtime_checkable
@@ -59,10 +59,10 @@ def union(a: Region, b: Region) -> Region:
 def changed_region(before: Image.Image, after: Image.Image, threshold: int = 0, open_px: int = 0) -> Region:
     """Bounding box of the pixels whose largest channel difference exceeds `threshold`, after
     removing specks thinner than 2*`open_px`+1 pixels (binary opening); (0, 0, 0, 0) if none."""
-    a, b = as_rgb(before).astype(np.int16), as_rgb(after).astype(np.int16)
+    a, b = as_rgb(before), as_rgb(after)
     if a.shape != b.shape:
         raise MiningError(f"changed_region: image sizes differ ({a.shape[1]}x{a.shape[0]} vs {b.shape[1]}x{b.shape[0]})")
-    mask = np.abs(a - b).max(axis=2) > threshold
+    mask = changed_mask(a, b, threshold)
     if open_px > 0 and mask.any():
         from scipy.ndimage import binary_opening
 

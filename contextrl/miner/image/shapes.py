@@ -80,6 +80,12 @@ def mask_bbox(mask: np.ndarray) -> Region:
     return (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
 
 
+def changed_mask(a: np.ndarray, b: np.ndarray, threshold: int = 0) -> np.ndarray:
+    """H x W mask of the pixels whose largest channel difference between two same-size RGB
+    arrays exceeds `threshold` (0: any change)."""
+    return np.abs(a.astype(np.int16) - b.astype(np.int16)).max(axis=2) > threshold
+
+
 def nearest_colour(rgb: tuple[int, int, int]) -> str:
     """The easy-VQA colour name nearest to `rgb` (Euclidean in RGB)."""
     v = np.asarray(rgb, dtype=np.float32)
@@ -181,6 +187,6 @@ def shape_alpha(kind: str, centre: tuple[float, float], size: int, canvas: tuple
 
 
 __all__ = [
-    "PALETTE", "SHAPES", "Region", "Shape", "ShapeKind", "as_rgb", "background_of", "blend_alpha", "composite",
+    "PALETTE", "SHAPES", "Region", "Shape", "ShapeKind", "as_rgb", "background_of", "changed_mask", "blend_alpha", "composite",
     "mask_bbox", "nearest_colour", "segment_shape", "shape_alpha", "shift_array",
 ]

@@ -45,6 +45,7 @@ from contextrl.configs import FromDict
 from contextrl.miner.funnel import Funnel, StageClock
 from contextrl.miner.image.data import VQAItem
 from contextrl.miner.image.embed import EMBEDDERS, EmbedderName, ImageEmbedder, make_embedder
+from contextrl.miner.image.shapes import as_rgb, changed_mask
 from contextrl.miner.image.search import BACKENDS, METHODS, Backend, Method, NeighbourPairs, SearchConfig, find_pairs
 from contextrl.miner.pair import Context, ContrastivePair, Difference, Provenance
 from contextrl.miner.verify import VerifyConfig, verify_pair
@@ -147,7 +148,7 @@ def image_difference(a: np.ndarray, b: np.ndarray, threshold: int = 32, min_pixe
 
     if a.shape != b.shape:
         raise MiningError(f"image_difference: sizes differ ({a.shape[1]}x{a.shape[0]} vs {b.shape[1]}x{b.shape[0]})")
-    changed = (np.abs(a.astype(np.int16) - b.astype(np.int16)) > threshold).any(axis=2)
+    changed = changed_mask(a, b, threshold)
     fraction = float(changed.mean())
     labels, count = ndimage.label(changed, structure=np.ones((3, 3), bool))
     if count == 0:
@@ -166,7 +167,7 @@ def _norm(text: str) -> str:
 
 def _load_rgb(path: str) -> np.ndarray:
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+        return as_rgb(im)
 
 
 class SimilarityMiner:

@@ -34,6 +34,7 @@ from PIL import Image
 
 from contextrl.errors import ConfigError
 from contextrl.configs import FromDict
+from contextrl.miner.image.shapes import changed_mask, mask_bbox
 from contextrl.miner.pair import Check, Verdict
 
 Region = tuple[int, int, int, int]
@@ -106,11 +107,6 @@ class EditVerdict(Verdict):
                 "changed_bbox": list(self.changed_bbox)}
 
 
-def _bbox(mask: np.ndarray) -> Region:
-    ys, xs = np.nonzero(mask)
-    return (0, 0, 0, 0) if not len(xs) else (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-
-
 def _ssim_outside(a: np.ndarray, b: np.ndarray, outside: np.ndarray, win: int) -> float:
     """Mean of the SSIM map over `outside`. Computed on the crop around the differing pixels,
     grown by twice the window: every pixel further out sees identical windows in both images
@@ -118,7 +114,7 @@ def _ssim_outside(a: np.ndarray, b: np.ndarray, outside: np.ndarray, win: int) -
     unchanged, so the result equals the full-image map's mean at a fraction of the cost."""
     from skimage.metrics import structural_similarity
 
-    x0, y0, x1, y1 = _bbox(np.any(a != b, axis=2))
+    x0, y0, x1, y1 = mask_bbox(changed_mask(a, b))
     if x1 == x0:
         return 1.0
     g = win + 1
@@ -157,7 +153,7 @@ def check_edit(original: Image.Image, edited: Image.Image, region: Region | tupl
     checks.append(Check("changed_inside", n_in >= config.min_changed_pixels,
                         f"{n_in} pixel(s) changed inside the region (need >= {config.min_changed_pixels}; tolerance {config.pixel_tolerance})"))
     outside = ~grown
-    bbox = _bbox(changed)
+    bbox = mask_bbox(changed)
     if not outside.any():
         checks.append(Check("outside_unchanged", False, "nothing is left outside the region and its margin to compare"))
         return EditVerdict.of(checks, changed_inside=n_in, changed_bbox=bbox)
