@@ -18,7 +18,15 @@ scoring, forward/backward, optimizer) are timed after warm-up (each trainer's la
 but not timed). Rounds alternate which trainer steps first (A B | B A | ...), and with an even
 number of timed steps the ratio is of the total times over the balanced timed steps (an order
 effect cancels; `ca_overhead_ratio_median`: the ratio of the medians;
-`ca_overhead_ratio_cpu`: the total-time ratio from process CPU time). The ratio model is a Qwen2 built
+`ca_overhead_ratio_cpu`: the total-time ratio from process CPU time). Torch runs the overhead part
+on one intra-op thread (`--threads`, default 1): on this shared 2-vCPU host, identical generation
+calls on two threads varied with a coefficient of variation of 0.37 (the hypervisor stole 11% of
+the time, and every parallel region waits for its slowest thread), on one thread 0.04 at a 25%
+higher median; the host's steal time during the timed steps is reported (`host_steal_s`), since
+a step that lost time to other tenants says so there. Both trainer threads are pinned to the
+same CPU (`pinned_cpu`): the two vCPUs of this host ran the same single-threaded kernels up to 5%
+apart for minutes at a time, and the scheduler tends to keep each thread on its own vCPU. The
+ratio model is a Qwen2 built
 locally (hidden 128, 4 layers, a 2048-token BPE trained in-process on the benchmark's texts),
 since one such step of SmolLM2-135M takes >10 minutes here; its lm_head share of per-token
 compute (~25%) is close to SmolLM2's (~21%). `ca_overhead_ratio_est_*` are FLOP estimates.
@@ -51,7 +59,7 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 from benchmarks._trainer_pairs import load_or_mine, split_by_task, synthetic_pairs
 from benchmarks._util import device_info, emit_json, progress, table
@@ -190,26 +198,65 @@ class _Baton:
             self.cv.notify_all()
 
 
-def interleaved_step_times(trainers: dict[str, Any]) -> dict[str, list[tuple[float, float]]]:
+def host_steal_seconds() -> float | None:
+    """CPU seconds the hypervisor has stolen from this host's vCPUs since boot (all vCPUs summed;
+    the `steal` column of /proc/stat), or None where there is no /proc/stat."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def bench_cpu() -> int | None:
+    """The CPU the trainer threads are pinned to (the highest this process may use; CPU 0 tends
+    to take the host's interrupts), or None where threads cannot be pinned."""
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    return max(os.sched_getaffinity(0))
+
+
+class StepTiming(NamedTuple):
+    """One timed optimizer step of one trainer."""
+
+    wall: float
+    """Seconds from `on_step_begin` to `on_step_end`."""
+    cpu: float
+    """Process CPU seconds over the same span (the other trainer waits meanwhile)."""
+    steal: float | None
+    """Host steal seconds over the span (all vCPUs), None without /proc/stat."""
+    page_faults: int | None
+    """Minor page faults of the trainer's thread over the span, None off Linux."""
+
+
+def interleaved_step_times(trainers: dict[str, Any], cpu: int | None = None) -> dict[str, list[StepTiming]]:
     """Run each trainer's `train()` in its own thread, alternating whole optimizer steps; per
-    trainer, (wall seconds, process CPU seconds) from `on_step_begin` to `on_step_end` of each step."""
+    trainer, a `StepTiming` from `on_step_begin` to `on_step_end` of each step. With `cpu`, every trainer thread runs on that one CPU: on a
+    shared host one vCPU can be persistently slower than another (its hardware sibling busy with
+    another tenant), and a thread the scheduler keeps there would look slower for identical work."""
     from transformers import TrainerCallback
 
     baton, times, errors = _Baton(list(trainers)), {k: [] for k in trainers}, []
 
     class Turn(TrainerCallback):
         def __init__(self, name: str):
-            self.name, self.t0, self.c0 = name, 0.0, 0.0
+            self.name, self.t0, self.c0, self.s0, self.f0 = name, 0.0, 0.0, None, None
 
         def on_step_begin(self, args, state, control, **kw):
             baton.next_step(self.name)
+            self.s0, self.f0 = host_steal_seconds(), thread_page_faults()
             self.t0, self.c0 = time.perf_counter(), time.process_time()
 
         def on_step_end(self, args, state, control, **kw):
-            times[self.name].append((time.perf_counter() - self.t0, time.process_time() - self.c0))
+            wall, cpu, steal, faults = time.perf_counter() - self.t0, time.process_time() - self.c0, host_steal_seconds(), thread_page_faults()
+            times[self.name].append(StepTiming(wall, cpu, None if steal is None or self.s0 is None else steal - self.s0,
+                                               None if faults is None or self.f0 is None else faults - self.f0))
 
     def run(name: str, trainer: Any) -> None:
         try:
+            if cpu is not None:
+                os.sched_setaffinity(0, {cpu})  # 0: this thread (Linux affinity is per thread)
             trainer.train()
         except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
             errors.append((name, e))
@@ -226,6 +273,14 @@ def interleaved_step_times(trainers: dict[str, Any]) -> dict[str, list[tuple[flo
     if errors:
         raise RuntimeError(f"trainer {errors[0][0]!r} failed: {errors[0][1]!r}") from errors[0][1]
     return times
+
+
+def thread_page_faults() -> int | None:
+    """Minor page faults of the calling thread so far (Linux `RUSAGE_THREAD`), else None."""
+    import resource
+
+    who = getattr(resource, "RUSAGE_THREAD", None)
+    return None if who is None else resource.getrusage(who).ru_minflt
 
 
 def step_macs(shape: dict[str, int], arch: tuple[int, int, int, int, int, int], pair_tokens: float) -> tuple[float, float]:
@@ -247,8 +302,20 @@ SMOLLM2_ARCH = (576, 30, 9, 3, 1536, 49152)
 """SmolLM2-135M: hidden 576, 30 layers, 9 heads / 3 KV heads, MLP 1536, vocab 49152 (tied)."""
 
 
-def overhead_benchmark(mode: str, pairs: list, texts: list[str], show: bool) -> dict[str, Any]:
-    """Median whole-step seconds of GRPOTrainer vs ContextRLTrainer, alternating steps."""
+def overhead_benchmark(mode: str, pairs: list, texts: list[str], show: bool, threads: int = 1) -> dict[str, Any]:
+    """Whole-step seconds of GRPOTrainer vs ContextRLTrainer, alternating steps, torch on
+    `threads` intra-op threads (restored afterwards)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return {**_overhead(mode, pairs, texts, show), "torch_threads": threads}
+    finally:
+        torch.set_num_threads(before)
+
+
+def _overhead(mode: str, pairs: list, texts: list[str], show: bool) -> dict[str, Any]:
     import copy
 
     from trl import GRPOConfig, GRPOTrainer
@@ -289,7 +356,8 @@ def overhead_benchmark(mode: str, pairs: list, texts: list[str], show: bool) -> 
             term_s.append(time.perf_counter() - t0)
 
     ctx._pair_term = timed_pair_term
-    times = interleaved_step_times({"grpo": grpo, "contextrl": ctx})
+    cpu = bench_cpu()
+    times = interleaved_step_times({"grpo": grpo, "contextrl": ctx}, cpu=cpu)
     timed = slice(size["warmup"], size["warmup"] + size["timed"])
     g, c = times["grpo"][timed], times["contextrl"][timed]
     med = lambda xs, i: statistics.median(x[i] for x in xs)  # noqa: E731
@@ -300,11 +368,13 @@ def overhead_benchmark(mode: str, pairs: list, texts: list[str], show: bool) -> 
                                    cfg.intermediate_size, cfg.vocab_size), statistics.mean(lens) + 8)
     return {
         "grpo_step_s": round(med(g, 0), 3), "contextrl_step_s": round(med(c, 0), 3),
-        "ca_overhead_ratio": round(sum(x[0] for x in c) / sum(x[0] for x in g), 4),
+        "ca_overhead_ratio": round(sum(x.wall for x in c) / sum(x.wall for x in g), 4),
         "ca_overhead_ratio_median": round(med(c, 0) / med(g, 0), 4),
-        "ca_overhead_ratio_cpu": round(sum(x[1] for x in c) / sum(x[1] for x in g), 4),
-        "grpo_step_samples_s": [round(x[0], 2) for x in g], "contextrl_step_samples_s": [round(x[0], 2) for x in c],
+        "ca_overhead_ratio_cpu": round(sum(x.cpu for x in c) / sum(x.cpu for x in g), 4),
+        "grpo_step_samples_s": [round(x.wall, 2) for x in g], "contextrl_step_samples_s": [round(x.wall, 2) for x in c],
         "ca_term_forward_s": round(statistics.median(term_s[timed] or term_s), 3),
+        "grpo_step_page_faults": [x.page_faults for x in g], "contextrl_step_page_faults": [x.page_faults for x in c],
+        "pinned_cpu": cpu, "host_steal_s": None if any(x.steal is None for x in g + c) else round(sum(x.steal for x in g + c), 1),
         "ca_overhead_ratio_est_flops": round(1 + term / step, 4),
         "ratio_model": f"Qwen2 built locally: hidden {cfg.hidden_size}, {cfg.num_hidden_layers} layers, vocab "
                        f"{cfg.vocab_size} (in-process BPE), {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M params",
@@ -382,7 +452,7 @@ def accuracy_benchmark(mode: str, train: list, held: list, texts: list[str], sho
 # ----------------------------------------------------------------------------- main
 
 
-def run(mode: str, show: bool, accuracy: bool = True) -> dict[str, Any]:
+def run(mode: str, show: bool, accuracy: bool = True, threads: int = 1) -> dict[str, Any]:
     """Both parts (the accuracy part only when `accuracy`); returns the metrics."""
     shape = SIZES[mode]["shape"]
     if mode == "tiny":
@@ -394,7 +464,7 @@ def run(mode: str, show: bool, accuracy: bool = True) -> dict[str, Any]:
     train, held = split_by_task(pairs, SIZES[mode]["heldout"])
     texts = sorted({p.query for p in pairs})[:200] + [p.positive.text or "" for p in pairs[:100]]
     t0 = time.perf_counter()
-    ratio = overhead_benchmark(mode, train, texts, show)
+    ratio = overhead_benchmark(mode, train, texts, show, threads=threads)
     t1 = time.perf_counter()
     acc = accuracy_benchmark(mode, train, held, texts, show) if accuracy else {}
     t2 = time.perf_counter()
@@ -419,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tiny", action="store_true", help="tiny local Qwen2, synthetic pairs, small batches (tests the pipeline)")
     ap.add_argument("--mine-only", action="store_true", help="mine and cache the pairs, then stop")
     ap.add_argument("--overhead-only", action="store_true", help="only the overhead part (no SmolLM2 accuracy part)")
+    ap.add_argument("--threads", type=int, default=1, metavar="N",
+                    help="torch intra-op threads for the overhead part (default 1: steadier step times on a shared host)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     args = ap.parse_args(argv)
     show = not args.no_progress and os.environ.get("CONTEXTRL_NO_PROGRESS") != "1"
@@ -427,7 +499,9 @@ def main(argv: list[str] | None = None) -> int:
         pairs, meta = load_or_mine(mode, show)
         emit_json({"pairs": len(pairs), **meta})
         return 0
-    metrics = run(mode, show, accuracy=not args.overhead_only)
+    if args.threads < 1:
+        ap.error(f"--threads {args.threads}: use at least 1 thread")
+    metrics = run(mode, show, accuracy=not args.overhead_only, threads=args.threads)
     print(table([(k, v) for k, v in metrics.items() if not isinstance(v, (dict, list))], title=f"trainer ({mode})"))
     emit_json(metrics)
     return 0 if metrics["gate_ok"] else 1

@@ -19,7 +19,7 @@ KEYS = {
     "grpo_step_s", "contextrl_step_s", "ca_overhead_ratio", "ca_overhead_ratio_cpu", "ca_overhead_ratio_est_flops",
     "ca_overhead_ratio_est_smollm2", "ca_term_forward_s", "ca_accuracy_before", "ca_accuracy_after", "ca_steps", "steps",
     "warmup_steps", "heldout_pairs", "train_pairs", "ratio_model", "accuracy_model", "gate_ok", "ca_overhead_gate",
-    "target_met", "proportions", "pairs", "device",
+    "target_met", "proportions", "pairs", "device", "torch_threads", "pinned_cpu", "host_steal_s",
 }
 
 
@@ -33,6 +33,7 @@ def test_tiny_benchmark_prints_the_metrics(tmp_path):
     metrics = json.loads(lines[-1])
     assert KEYS <= set(metrics), sorted(KEYS - set(metrics))
     assert metrics["mode"] == "tiny" and metrics["steps"] >= 1 and metrics["ca_steps"] >= 1
+    assert metrics["torch_threads"] == 1  # the default: steadier step times on a shared host
     assert metrics["ca_overhead_ratio"] == pytest.approx(metrics["contextrl_step_s"] / metrics["grpo_step_s"], rel=1e-2)
     assert len(metrics["grpo_step_samples_s"]) == len(metrics["contextrl_step_samples_s"]) == metrics["steps"]
     for key in ("ca_accuracy_before", "ca_accuracy_after"):
@@ -87,3 +88,44 @@ def test_split_by_task_keeps_tasks_apart():
     assert len(held) == 6
     assert not {p.provenance.sources[-1] for p in train} & {p.provenance.sources[-1] for p in held}
     assert len(train) + len(held) <= 20 and len(train) >= 8
+
+
+def test_trainer_threads_run_on_the_pinned_cpu():
+    from benchmarks.trainer import bench_cpu, interleaved_step_times
+
+    cpu = bench_cpu()
+    if cpu is None:
+        pytest.fail("no sched_getaffinity here: the benchmark cannot pin its trainer threads (Linux only)")
+    seen: dict[str, set] = {}
+
+    class FakeTrainer:  # what interleaved_step_times needs of a trainer: add_callback and train
+        def __init__(self, name: str):
+            self.name, self.callbacks = name, []
+
+        def add_callback(self, cb):
+            self.callbacks.append(cb)
+
+        def train(self):
+            seen[self.name] = os.sched_getaffinity(0)
+            for _ in range(2):
+                for cb in self.callbacks:
+                    cb.on_step_begin(None, None, None)
+                for cb in self.callbacks:
+                    cb.on_step_end(None, None, None)
+
+    times = interleaved_step_times({"a": FakeTrainer("a"), "b": FakeTrainer("b")}, cpu=cpu)
+    assert seen == {"a": {cpu}, "b": {cpu}}
+    assert os.sched_getaffinity(0) != {cpu} or len(os.sched_getaffinity(0)) == 1  # the caller is not pinned
+    assert [len(v) for v in times.values()] == [2, 2]
+    assert all(x.wall >= 0 and x.cpu >= 0 and (x.page_faults is None or x.page_faults >= 0) for v in times.values() for x in v)
+
+
+def test_host_steal_seconds_reads_proc_stat():
+    from benchmarks.trainer import host_steal_seconds
+
+    first = host_steal_seconds()
+    if not Path("/proc/stat").exists():
+        assert first is None
+        return
+    assert first is not None and first >= 0
+    assert host_steal_seconds() >= first  # a counter since boot: never goes back
