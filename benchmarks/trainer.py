@@ -54,6 +54,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import statistics
 import sys
 import tempfile
@@ -232,8 +233,8 @@ class StepTiming(NamedTuple):
 
 def interleaved_step_times(trainers: dict[str, Any], cpu: int | None = None) -> dict[str, list[StepTiming]]:
     """Run each trainer's `train()` in its own thread, alternating whole optimizer steps; per
-    trainer, a `StepTiming` from `on_step_begin` to `on_step_end` of each step. With `cpu`, every trainer thread runs on that one CPU: on a
-    shared host one vCPU can be persistently slower than another (its hardware sibling busy with
+    trainer, a `StepTiming` from `on_step_begin` to `on_step_end` of each step. With `cpu`,
+    every trainer thread runs on that one CPU: on a shared host one vCPU can be persistently slower than another (its hardware sibling busy with
     another tenant), and a thread the scheduler keeps there would look slower for identical work."""
     from transformers import TrainerCallback
 
@@ -277,8 +278,6 @@ def interleaved_step_times(trainers: dict[str, Any], cpu: int | None = None) -> 
 
 def thread_page_faults() -> int | None:
     """Minor page faults of the calling thread so far (Linux `RUSAGE_THREAD`), else None."""
-    import resource
-
     who = getattr(resource, "RUSAGE_THREAD", None)
     return None if who is None else resource.getrusage(who).ru_minflt
 
@@ -360,16 +359,16 @@ def _overhead(mode: str, pairs: list, texts: list[str], show: bool) -> dict[str,
     times = interleaved_step_times({"grpo": grpo, "contextrl": ctx}, cpu=cpu)
     timed = slice(size["warmup"], size["warmup"] + size["timed"])
     g, c = times["grpo"][timed], times["contextrl"][timed]
-    med = lambda xs, i: statistics.median(x[i] for x in xs)  # noqa: E731
+    g_med, c_med = statistics.median(x.wall for x in g), statistics.median(x.wall for x in c)
     count = token_counter(tok)
     lens = [count(selection_prompt(p, 0, max_tokens=shape["ca_max_prompt_tokens"], count_tokens=count).text) for p in pairs[:32]]
     cfg = model.config
     step, term = step_macs(shape, (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads,
                                    cfg.intermediate_size, cfg.vocab_size), statistics.mean(lens) + 8)
     return {
-        "grpo_step_s": round(med(g, 0), 3), "contextrl_step_s": round(med(c, 0), 3),
+        "grpo_step_s": round(g_med, 3), "contextrl_step_s": round(c_med, 3),
         "ca_overhead_ratio": round(sum(x.wall for x in c) / sum(x.wall for x in g), 4),
-        "ca_overhead_ratio_median": round(med(c, 0) / med(g, 0), 4),
+        "ca_overhead_ratio_median": round(c_med / g_med, 4),
         "ca_overhead_ratio_cpu": round(sum(x.cpu for x in c) / sum(x.cpu for x in g), 4),
         "grpo_step_samples_s": [round(x.wall, 2) for x in g], "contextrl_step_samples_s": [round(x.wall, 2) for x in c],
         "ca_term_forward_s": round(statistics.median(term_s[timed] or term_s), 3),
