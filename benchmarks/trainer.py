@@ -301,6 +301,33 @@ SMOLLM2_ARCH = (576, 30, 9, 3, 1536, 49152)
 """SmolLM2-135M: hidden 576, 30 layers, 9 heads / 3 KV heads, MLP 1536, vocab 49152 (tied)."""
 
 
+REUSE_MALLOC = {-4: 0, -1: 2**31 - 1, -2: 512 << 20, -8: 1}
+"""glibc `mallopt` settings of `reuse_freed_memory`: M_MMAP_MAX (-4) 0, M_TRIM_THRESHOLD (-1)
+2 GiB, M_TOP_PAD (-2) 512 MiB, M_ARENA_MAX (-8) 1; in the environment: MALLOC_MMAP_MAX_=0
+MALLOC_TRIM_THRESHOLD_=2147483647 MALLOC_TOP_PAD_=536870912 MALLOC_ARENA_MAX=1."""
+
+
+def reuse_freed_memory() -> bool:
+    """Make glibc malloc keep and reuse freed memory in this process (`REUSE_MALLOC`): no
+    allocation gets its own mmap, freed memory is not handed back to the kernel, and all threads
+    share the main heap. By default every block above glibc's mmap threshold (at most 32 MiB,
+    raised at run time) is a fresh mmap, zero-filled page by page on first touch and unmapped
+    on free, and in a thread's own arena every block above 64 MiB is, whatever the threshold; so
+    on CPU a training step's large activations cost page faults in proportion to their bytes, not
+    their FLOPs: 6.7 M minor faults (~26 GB faulted in afresh) per GRPO step of the overhead
+    benchmark, and +10% for the contextrl step, whose pair batch adds large short-lived
+    activations. Call it before any thread starts (a thread that already has its own arena keeps
+    it). True when applied; False where the C library has no `mallopt` (not glibc)."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return all(mallopt(param, value) == 1 for param, value in REUSE_MALLOC.items())
+
+
 def overhead_benchmark(mode: str, pairs: list, texts: list[str], show: bool, threads: int = 1) -> dict[str, Any]:
     """Whole-step seconds of GRPOTrainer vs ContextRLTrainer, alternating steps, torch on
     `threads` intra-op threads (restored afterwards)."""
@@ -451,8 +478,9 @@ def accuracy_benchmark(mode: str, train: list, held: list, texts: list[str], sho
 # ----------------------------------------------------------------------------- main
 
 
-def run(mode: str, show: bool, accuracy: bool = True, threads: int = 1) -> dict[str, Any]:
-    """Both parts (the accuracy part only when `accuracy`); returns the metrics."""
+def run(mode: str, show: bool, accuracy: bool = True, threads: int = 1, malloc: str = "default") -> dict[str, Any]:
+    """Both parts (the accuracy part only when `accuracy`); returns the metrics. `malloc` names
+    the allocator setting the process runs under (reported; `main` applies it)."""
     shape = SIZES[mode]["shape"]
     if mode == "tiny":
         pairs, meta = synthetic_pairs(64), {"source": "synthetic (--tiny)", "pairs": 64}
@@ -477,7 +505,7 @@ def run(mode: str, show: bool, accuracy: bool = True, threads: int = 1) -> dict[
         "ca_overhead_gate": GATE_RATIO, "gate_ok": ratio["ca_overhead_ratio"] <= GATE_RATIO,
         "ca_accuracy_target": TARGET_ACCURACY,
         "target_met": acc["ca_accuracy_after"] >= TARGET_ACCURACY if acc else None,
-        "mode": mode, "pairs_total": len(pairs), "pairs": meta, "proportions": shape,
+        "malloc": malloc, "mode": mode, "pairs_total": len(pairs), "pairs": meta, "proportions": shape,
         "overhead_seconds": round(t1 - t0, 1), "accuracy_seconds": round(t2 - t1, 1), "device": device_info(),
     }
 
@@ -490,8 +518,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overhead-only", action="store_true", help="only the overhead part (no SmolLM2 accuracy part)")
     ap.add_argument("--threads", type=int, default=1, metavar="N",
                     help="torch intra-op threads for the overhead part (default 1: steadier step times on a shared host)")
+    ap.add_argument("--malloc", choices=("reuse", "default"), default="reuse",
+                    help="reuse: glibc keeps and reuses freed memory (no per-block mmap, no trim, one arena; see "
+                         "reuse_freed_memory), for both trainers alike; default: glibc as it comes")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     args = ap.parse_args(argv)
+    malloc = "reuse" if args.malloc == "reuse" and reuse_freed_memory() else "default"  # before any thread starts
     show = not args.no_progress and os.environ.get("CONTEXTRL_NO_PROGRESS") != "1"
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     if args.mine_only:
@@ -500,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.threads < 1:
         ap.error(f"--threads {args.threads}: use at least 1 thread")
-    metrics = run(mode, show, accuracy=not args.overhead_only, threads=args.threads)
+    metrics = run(mode, show, accuracy=not args.overhead_only, threads=args.threads, malloc=malloc)
     print(table([(k, v) for k, v in metrics.items() if not isinstance(v, (dict, list))], title=f"trainer ({mode})"))
     emit_json(metrics)
     return 0 if metrics["gate_ok"] else 1

@@ -20,6 +20,7 @@ KEYS = {
     "ca_overhead_ratio_est_smollm2", "ca_term_forward_s", "ca_accuracy_before", "ca_accuracy_after", "ca_steps", "steps",
     "warmup_steps", "heldout_pairs", "train_pairs", "ratio_model", "accuracy_model", "gate_ok", "ca_overhead_gate",
     "target_met", "proportions", "pairs", "device", "torch_threads", "pinned_cpu", "host_steal_s",
+    "malloc",
 }
 
 
@@ -34,6 +35,7 @@ def test_tiny_benchmark_prints_the_metrics(tmp_path):
     assert KEYS <= set(metrics), sorted(KEYS - set(metrics))
     assert metrics["mode"] == "tiny" and metrics["steps"] >= 1 and metrics["ca_steps"] >= 1
     assert metrics["torch_threads"] == 1  # the default: steadier step times on a shared host
+    assert metrics["malloc"] == "reuse"  # the default on glibc (this machine)
     assert metrics["ca_overhead_ratio"] == pytest.approx(metrics["contextrl_step_s"] / metrics["grpo_step_s"], rel=1e-2)
     assert len(metrics["grpo_step_samples_s"]) == len(metrics["contextrl_step_samples_s"]) == metrics["steps"]
     for key in ("ca_accuracy_before", "ca_accuracy_after"):
@@ -129,3 +131,41 @@ def test_host_steal_seconds_reads_proc_stat():
         return
     assert first is not None and first >= 0
     assert host_steal_seconds() >= first  # a counter since boot: never goes back
+
+
+FAULT_PROBE = """
+import resource, sys, threading, torch
+from benchmarks.trainer import reuse_freed_memory
+applied = sys.argv[1] == "reuse" and reuse_freed_memory()
+faults = []
+def step():  # a trainer thread: large short-lived activations, as in a training step
+    for _ in range(2):
+        for mb in (8, 40, 100):
+            a = torch.ones(mb << 18); b = torch.ones(mb << 17); del a, b
+    f0 = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+    for _ in range(4):
+        for mb in (8, 40, 100):
+            a = torch.ones(mb << 18); b = torch.ones(mb << 17); del a, b
+    faults.append(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - f0)
+t = threading.Thread(target=step); t.start(); t.join()
+print(applied, faults[0])
+"""
+
+
+def test_reuse_freed_memory_stops_refaulting_large_blocks_in_threads():
+    """Under glibc's default, a thread's freed 8-150 MiB tensors go back to the kernel and the next
+    step faults them in again (~1 fault per 4 KiB page); after `reuse_freed_memory` the same
+    step reuses them. Run in subprocesses: the setting is process-wide."""
+    if not hasattr(__import__("resource"), "RUSAGE_THREAD"):
+        pytest.fail("no RUSAGE_THREAD here: Linux only")
+    out = {}
+    for mode in ("default", "reuse"):
+        proc = subprocess.run([sys.executable, "-c", FAULT_PROBE, mode], cwd=ROOT, capture_output=True, text=True,
+                              timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        applied, faults = proc.stdout.split()
+        out[mode] = (applied, int(faults))
+    assert out["reuse"][0] == "True", "mallopt was not applied (is this glibc?)"
+    touched = 4 * (8 + 40 + 100) * 3 // 2 * 256  # 4 KiB pages written in the measured loop
+    assert out["default"][1] > 0.4 * touched, out  # the default really re-faults (else this test shows nothing)
+    assert out["reuse"][1] < 0.1 * out["default"][1], out
