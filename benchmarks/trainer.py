@@ -12,12 +12,15 @@ the mined tasks' text, completions of exactly the 96 tokens the example lets the
 of 8 mined pairs per step with the example's pair budget (`ca_max_prompt_tokens`).
 `ca_overhead_ratio_est_smollm2_short_rollouts` is the FLOP estimate for shorter rollouts
 (256 + 64 tokens), where the pair batch's share is larger. The two trainers run
-in two threads that pass a baton at step boundaries, so their optimizer steps alternate and
-never overlap, and load drift on the host hits both alike; whole optimizer steps (generation,
-scoring, forward/backward, optimizer) are timed after warm-up (each trainer's last step is run
-but not timed). Rounds alternate which trainer steps first (A B | B A | ...), and with an even
-number of timed steps the ratio is of the total times over the balanced timed steps (an order
-effect cancels; `ca_overhead_ratio_median`: the ratio of the medians;
+in two threads that pass a baton, so they never run at once: at every phase boundary inside
+an optimizer step (after generation and scoring, after each micro-step), so the two run the
+same phase of the same step back to back and a slow spell of the host (on this machine
+identical steps took 112-193 s, in spells lasting minutes) falls on both alike; with turns only
+at step boundaries, an A/A control (`--control`) differed by up to 12% per step pair. Whole
+optimizer steps (generation, scoring, forward/backward, optimizer) are timed after warm-up as
+the sum of the trainer's own turns (each trainer's last step is run but not timed). Rounds
+alternate which trainer goes first (A B | B A | ...), and with an even number of timed steps
+the ratio is of the total times over the balanced timed steps (an order effect cancels; `ca_overhead_ratio_median`: the ratio of the medians;
 `ca_overhead_ratio_cpu`: the total-time ratio from process CPU time). Torch runs the overhead part
 on one intra-op thread (`--threads`, default 1): on this shared 2-vCPU host, identical generation
 calls on two threads varied with a coefficient of variation of 0.37 (the hypervisor stole 11% of
@@ -26,6 +29,11 @@ higher median; the host's steal time during the timed steps is reported (`host_s
 a step that lost time to other tenants says so there. Both trainer threads are pinned to the
 same CPU (`pinned_cpu`): the two vCPUs of this host ran the same single-threaded kernels up to 5%
 apart for minutes at a time, and the scheduler tends to keep each thread on its own vCPU. The
+process keeps and reuses freed memory (`--malloc reuse`, the default; `reuse_freed_memory`):
+with glibc's default, each trainer's large activations were fresh mmaps faulted in page by page
+(6.7 M minor faults per GRPO step, +10% in the contextrl step, whose pair batch adds large
+short-lived blocks), which made the ratio a measure of page-fault churn; `malloc` in the output
+says which setting ran, and the per-thread fault counts are reported per step. The
 ratio model is a Qwen2 built
 locally (hidden 128, 4 layers, a 2048-token BPE trained in-process on the benchmark's texts),
 since one such step of SmolLM2-135M takes >10 minutes here; its lm_head share of per-token
@@ -160,12 +168,12 @@ def spread_reward(completion_ids: list, **kwargs: Any) -> list[float]:
 
 class _Baton:
     """Turns for trainers in threads, counterbalanced: rounds alternate between the given order
-    and its reverse (A B | B A | A B ...), so neither trainer always steps first or second in a
+    and its reverse (A B | B A | A B ...), so neither trainer always goes first or second in a
     round (an ordering effect, e.g. the cache and allocator state one trainer leaves to the
-    next, cancels out over pairs of rounds). A trainer keeps the turn from the start of its step
-    through its post-step work (logging, fetching the next batch) and passes it on when it
-    reaches its next step, or when its `train()` returns. So nothing of one trainer runs during
-    the other's timed step. With `counterbalance=False`, plain round-robin (A B A B ...)."""
+    next, cancels out over pairs of rounds). A trainer keeps the turn until it calls
+    `next_step` again (at its next step or phase boundary) or its `train()` returns, so nothing
+    of one trainer runs during the other's turn. With `counterbalance=False`, plain round-robin
+    (A B A B ...)."""
 
     def __init__(self, names: list[str], counterbalance: bool = True):
         self.names, self.counterbalance = list(names), counterbalance
@@ -231,10 +239,18 @@ class StepTiming(NamedTuple):
     """Minor page faults of the trainer's thread over the span, None off Linux."""
 
 
-def interleaved_step_times(trainers: dict[str, Any], cpu: int | None = None) -> dict[str, list[StepTiming]]:
-    """Run each trainer's `train()` in its own thread, alternating whole optimizer steps; per
-    trainer, a `StepTiming` from `on_step_begin` to `on_step_end` of each step. With `cpu`,
-    every trainer thread runs on that one CPU: on a shared host one vCPU can be persistently slower than another (its hardware sibling busy with
+def interleaved_step_times(trainers: dict[str, Any], cpu: int | None = None,
+                           segments: bool = True) -> dict[str, list[StepTiming]]:
+    """Run each trainer's `train()` in its own thread, taking turns; per trainer, a `StepTiming`
+    of each optimizer step (from `on_step_begin` to `on_step_end`, counting only the time the
+    trainer held the turn). With `segments` (default), the turn passes at every phase boundary
+    inside a step, not only between steps: after generation and scoring (a wrapped
+    `_generate_and_score_completions`, where the trainer has one) and after each micro-step but
+    the last (`on_substep_end`), so the trainers run the same phase of the same step back to
+    back (generation A, generation B, micro-step 1 B, micro-step 1 A, ...) and a slow spell of
+    the host, which on this machine lasts minutes, falls on both alike instead of on one
+    trainer's whole step. With `cpu`, every trainer thread runs on that one CPU: on a shared
+    host one vCPU can be persistently slower than another (its hardware sibling busy with
     another tenant), and a thread the scheduler keeps there would look slower for identical work."""
     from transformers import TrainerCallback
 
@@ -242,17 +258,36 @@ def interleaved_step_times(trainers: dict[str, Any], cpu: int | None = None) -> 
 
     class Turn(TrainerCallback):
         def __init__(self, name: str):
-            self.name, self.t0, self.c0, self.s0, self.f0 = name, 0.0, 0.0, None, None
+            self.name, self.in_step, self.mark, self.total = name, False, (0.0, 0.0, None, None), [0.0, 0.0, 0.0, 0]
+
+        def _start(self) -> None:
+            self.mark = (time.perf_counter(), time.process_time(), host_steal_seconds(), thread_page_faults())
+
+        def _stop(self) -> None:
+            now = (time.perf_counter(), time.process_time(), host_steal_seconds(), thread_page_faults())
+            for k, (x0, x1) in enumerate(zip(self.mark, now)):
+                self.total[k] = None if x0 is None or x1 is None or self.total[k] is None else self.total[k] + x1 - x0
+
+        def switch(self) -> None:
+            """Pass the turn in the middle of a step; time resumes when it comes back."""
+            if self.in_step:
+                self._stop()
+                baton.next_step(self.name)
+                self._start()
 
         def on_step_begin(self, args, state, control, **kw):
             baton.next_step(self.name)
-            self.s0, self.f0 = host_steal_seconds(), thread_page_faults()
-            self.t0, self.c0 = time.perf_counter(), time.process_time()
+            self.in_step, self.total = True, [0.0, 0.0, 0.0, 0]
+            self._start()
+
+        def on_substep_end(self, args, state, control, **kw):
+            if segments:
+                self.switch()
 
         def on_step_end(self, args, state, control, **kw):
-            wall, cpu, steal, faults = time.perf_counter() - self.t0, time.process_time() - self.c0, host_steal_seconds(), thread_page_faults()
-            times[self.name].append(StepTiming(wall, cpu, None if steal is None or self.s0 is None else steal - self.s0,
-                                               None if faults is None or self.f0 is None else faults - self.f0))
+            self._stop()
+            self.in_step = False
+            times[self.name].append(StepTiming(*self.total))
 
     def run(name: str, trainer: Any) -> None:
         try:
@@ -264,8 +299,18 @@ def interleaved_step_times(trainers: dict[str, Any], cpu: int | None = None) -> 
         finally:
             baton.done(name)
 
+    def after_generation(generate: Any, turn: Turn) -> Any:
+        def wrapped(*a: Any, **kw: Any) -> Any:
+            out = generate(*a, **kw)
+            turn.switch()
+            return out
+        return wrapped
+
     for name, trainer in trainers.items():
-        trainer.add_callback(Turn(name))
+        turn = Turn(name)
+        trainer.add_callback(turn)
+        if segments and hasattr(trainer, "_generate_and_score_completions"):
+            trainer._generate_and_score_completions = after_generation(trainer._generate_and_score_completions, turn)
     threads = [threading.Thread(target=run, args=(k, t), name=f"bench-{k}") for k, t in trainers.items()]
     for t in threads:
         t.start()
@@ -328,20 +373,23 @@ def reuse_freed_memory() -> bool:
     return all(mallopt(param, value) == 1 for param, value in REUSE_MALLOC.items())
 
 
-def overhead_benchmark(mode: str, pairs: list, texts: list[str], show: bool, threads: int = 1) -> dict[str, Any]:
+def overhead_benchmark(mode: str, pairs: list, texts: list[str], show: bool, threads: int = 1,
+                       control: bool = False) -> dict[str, Any]:
     """Whole-step seconds of GRPOTrainer vs ContextRLTrainer, alternating steps, torch on
-    `threads` intra-op threads (restored afterwards)."""
+    `threads` intra-op threads (restored afterwards). With `control`, an A/A run: the second
+    trainer is ContextRLTrainer in mode `grpo` with stock batches (no pair term), so its ratio
+    is the harness's own bias plus the subclass's cost without L_CA."""
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return {**_overhead(mode, pairs, texts, show), "torch_threads": threads}
+        return {**_overhead(mode, pairs, texts, show, control), "torch_threads": threads, "control": control}
     finally:
         torch.set_num_threads(before)
 
 
-def _overhead(mode: str, pairs: list, texts: list[str], show: bool) -> dict[str, Any]:
+def _overhead(mode: str, pairs: list, texts: list[str], show: bool, control: bool = False) -> dict[str, Any]:
     import copy
 
     from trl import GRPOConfig, GRPOTrainer
@@ -367,7 +415,8 @@ def _overhead(mode: str, pairs: list, texts: list[str], show: bool) -> dict[str,
     grpo = GRPOTrainer(model=model, reward_funcs=spread_reward, args=GRPOConfig(output_dir=out + "/grpo", **common),
                        train_dataset=data, processing_class=tok)
     ctx = ContextRLTrainer(model=copy.deepcopy(model), reward_funcs=spread_reward, train_dataset=data, processing_class=tok,
-                           args=ContextRLConfig(output_dir=out + "/ctx", mode="contextrl", ca_lambda=0.005,
+                           args=ContextRLConfig(output_dir=out + "/ctx", mode="grpo" if control else "contextrl",
+                                                budget_matched_grpo=False, ca_lambda=0.005,
                                                 ca_pairs_per_step=shape["pairs_per_step"],
                                                 ca_max_prompt_tokens=shape["ca_max_prompt_tokens"], **common),
                            offline_pairs=pairs)
@@ -398,7 +447,7 @@ def _overhead(mode: str, pairs: list, texts: list[str], show: bool) -> dict[str,
         "ca_overhead_ratio_median": round(c_med / g_med, 4),
         "ca_overhead_ratio_cpu": round(sum(x.cpu for x in c) / sum(x.cpu for x in g), 4),
         "grpo_step_samples_s": [round(x.wall, 2) for x in g], "contextrl_step_samples_s": [round(x.wall, 2) for x in c],
-        "ca_term_forward_s": round(statistics.median(term_s[timed] or term_s), 3),
+        "ca_term_forward_s": round(statistics.median(term_s[timed] or term_s), 3) if term_s else 0.0,
         "grpo_step_page_faults": [x.page_faults for x in g], "contextrl_step_page_faults": [x.page_faults for x in c],
         "pinned_cpu": cpu, "host_steal_s": None if any(x.steal is None for x in g + c) else round(sum(x.steal for x in g + c), 1),
         "ca_overhead_ratio_est_flops": round(1 + term / step, 4),
@@ -478,7 +527,8 @@ def accuracy_benchmark(mode: str, train: list, held: list, texts: list[str], sho
 # ----------------------------------------------------------------------------- main
 
 
-def run(mode: str, show: bool, accuracy: bool = True, threads: int = 1, malloc: str = "default") -> dict[str, Any]:
+def run(mode: str, show: bool, accuracy: bool = True, threads: int = 1, malloc: str = "default",
+        control: bool = False) -> dict[str, Any]:
     """Both parts (the accuracy part only when `accuracy`); returns the metrics. `malloc` names
     the allocator setting the process runs under (reported; `main` applies it)."""
     shape = SIZES[mode]["shape"]
@@ -491,7 +541,7 @@ def run(mode: str, show: bool, accuracy: bool = True, threads: int = 1, malloc: 
     train, held = split_by_task(pairs, SIZES[mode]["heldout"])
     texts = sorted({p.query for p in pairs})[:200] + [p.positive.text or "" for p in pairs[:100]]
     t0 = time.perf_counter()
-    ratio = overhead_benchmark(mode, train, texts, show, threads=threads)
+    ratio = overhead_benchmark(mode, train, texts, show, threads=threads, control=control)
     t1 = time.perf_counter()
     acc = accuracy_benchmark(mode, train, held, texts, show) if accuracy else {}
     t2 = time.perf_counter()
@@ -502,7 +552,7 @@ def run(mode: str, show: bool, accuracy: bool = True, threads: int = 1, malloc: 
         est[key] = round(1 + term / step, 4)
     return {
         **ratio, **est, **acc,
-        "ca_overhead_gate": GATE_RATIO, "gate_ok": ratio["ca_overhead_ratio"] <= GATE_RATIO,
+        "ca_overhead_gate": GATE_RATIO, "gate_ok": None if control else ratio["ca_overhead_ratio"] <= GATE_RATIO,
         "ca_accuracy_target": TARGET_ACCURACY,
         "target_met": acc["ca_accuracy_after"] >= TARGET_ACCURACY if acc else None,
         "malloc": malloc, "mode": mode, "pairs_total": len(pairs), "pairs": meta, "proportions": shape,
@@ -521,6 +571,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--malloc", choices=("reuse", "default"), default="reuse",
                     help="reuse: glibc keeps and reuses freed memory (no per-block mmap, no trim, one arena; see "
                          "reuse_freed_memory), for both trainers alike; default: glibc as it comes")
+    ap.add_argument("--control", action="store_true",
+                    help="A/A control: the second trainer runs mode grpo (no pair term); its ratio is the harness's bias "
+                         "(no gate; implies --overhead-only)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     args = ap.parse_args(argv)
     malloc = "reuse" if args.malloc == "reuse" and reuse_freed_memory() else "default"  # before any thread starts
@@ -532,10 +585,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.threads < 1:
         ap.error(f"--threads {args.threads}: use at least 1 thread")
-    metrics = run(mode, show, accuracy=not args.overhead_only, threads=args.threads, malloc=malloc)
+    metrics = run(mode, show, accuracy=not (args.overhead_only or args.control),
+                  threads=args.threads, malloc=malloc, control=args.control)
     print(table([(k, v) for k, v in metrics.items() if not isinstance(v, (dict, list))], title=f"trainer ({mode})"))
     emit_json(metrics)
-    return 0 if metrics["gate_ok"] else 1
+    return 0 if metrics["gate_ok"] in (True, None) else 1
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ def test_tiny_benchmark_prints_the_metrics(tmp_path):
     assert metrics["mode"] == "tiny" and metrics["steps"] >= 1 and metrics["ca_steps"] >= 1
     assert metrics["torch_threads"] == 1  # the default: steadier step times on a shared host
     assert metrics["malloc"] == "reuse"  # the default on glibc (this machine)
+    assert metrics["control"] is False and metrics["ca_term_forward_s"] > 0
     assert metrics["ca_overhead_ratio"] == pytest.approx(metrics["contextrl_step_s"] / metrics["grpo_step_s"], rel=1e-2)
     assert len(metrics["grpo_step_samples_s"]) == len(metrics["contextrl_step_samples_s"]) == metrics["steps"]
     for key in ("ca_accuracy_before", "ca_accuracy_after"):
@@ -122,6 +123,53 @@ def test_trainer_threads_run_on_the_pinned_cpu():
     assert all(x.wall >= 0 and x.cpu >= 0 and (x.page_faults is None or x.page_faults >= 0) for v in times.values() for x in v)
 
 
+
+def test_segments_interleave_phases_and_count_only_held_time():
+    """With segments, the turn passes after generation and after each micro-step but the last:
+    the trainers run the same phase back to back, and a step's time is the sum of its own
+    segments (not the wall span from its first to its last, which includes the other's)."""
+    from benchmarks.trainer import interleaved_step_times
+
+    log: list[tuple[str, str]] = []
+    pause = 0.05
+
+    class FakeTrainer:  # the callbacks and the generation method the benchmark hooks into
+        def __init__(self, name: str):
+            self.name, self.callbacks = name, []
+
+        def add_callback(self, cb):
+            self.callbacks.append(cb)
+
+        def _generate_and_score_completions(self, inputs):
+            log.append((self.name, "gen"))
+            time.sleep(pause)
+            return inputs
+
+        def _call(self, event):
+            for cb in self.callbacks:
+                getattr(cb, event)(None, None, None)
+
+        def train(self):
+            for _ in range(2):
+                self._call("on_step_begin")
+                self._generate_and_score_completions({})
+                for k in range(2):
+                    log.append((self.name, f"mb{k}"))
+                    time.sleep(pause)
+                    if k == 0:
+                        self._call("on_substep_end")
+                self._call("on_step_end")
+
+    times = interleaved_step_times({"a": FakeTrainer("a"), "b": FakeTrainer("b")})
+    step1 = log[:6]
+    assert [phase for _, phase in step1] == ["gen", "gen", "mb0", "mb0", "mb1", "mb1"]
+    assert [name for name, _ in step1] == ["a", "b", "b", "a", "a", "b"]  # counterbalanced per phase
+    for name in "ab":
+        assert len(times[name]) == 2
+        for x in times[name]:  # three held segments of `pause` each; the other's three are not counted
+            assert 3 * pause <= x.wall < 5 * pause, times
+
+
 def test_host_steal_seconds_reads_proc_stat():
     from benchmarks.trainer import host_steal_seconds
 
@@ -132,6 +180,20 @@ def test_host_steal_seconds_reads_proc_stat():
     assert first is not None and first >= 0
     assert host_steal_seconds() >= first  # a counter since boot: never goes back
 
+
+
+@pytest.mark.slow
+def test_tiny_control_run_has_no_pair_term_and_no_gate(tmp_path):
+    """--control: the A/A run (the second trainer in mode grpo) reports its ratio without a gate."""
+    env = {**os.environ, "CONTEXTRL_NO_PROGRESS": "1", "CONTEXTRL_CACHE": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.trainer", "--tiny", "--control", "--no-progress"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert metrics["control"] is True and metrics["gate_ok"] is None
+    assert metrics["ca_term_forward_s"] == 0.0  # the pair term never ran
+    assert "ca_accuracy_after" not in metrics  # the control run is the overhead part only
+    assert metrics["ca_overhead_ratio"] > 0
 
 FAULT_PROBE = """
 import resource, sys, threading, torch
