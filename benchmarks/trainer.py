@@ -32,8 +32,10 @@ apart for minutes at a time, and the scheduler tends to keep each thread on its 
 process keeps and reuses freed memory (`--malloc reuse`, the default; `reuse_freed_memory`):
 with glibc's default, each trainer's large activations were fresh mmaps faulted in page by page
 (6.7 M minor faults per GRPO step, +10% in the contextrl step, whose pair batch adds large
-short-lived blocks), which made the ratio a measure of page-fault churn; `malloc` in the output
-says which setting ran, and the per-thread fault counts are reported per step. The
+short-lived blocks; ~13% of the process's time was in the kernel); with it, timed steps take
+next to no page faults. That alone did not move the whole-step-turn ratio (1.119 with 0 faults
+in the GRPO steps); the per-phase turns did. `malloc` in the output says which setting ran,
+and the per-thread fault counts are reported per step. The
 ratio model is a Qwen2 built
 locally (hidden 128, 4 layers, a 2048-token BPE trained in-process on the benchmark's texts),
 since one such step of SmolLM2-135M takes >10 minutes here; its lm_head share of per-token
