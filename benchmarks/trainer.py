@@ -20,8 +20,9 @@ at step boundaries, an A/A control (`--control`) differed by up to 12% per step 
 optimizer steps (generation, scoring, forward/backward, optimizer) are timed after warm-up as
 the sum of the trainer's own turns (each trainer's last step is run but not timed). Rounds
 alternate which trainer goes first (A B | B A | ...), and with an even number of timed steps
-the ratio is of the total times over the balanced timed steps (an order effect cancels; `ca_overhead_ratio_median`: the ratio of the medians;
-`ca_overhead_ratio_cpu`: the total-time ratio from process CPU time). Torch runs the overhead part
+the ratio is of the total times over the balanced timed steps (an order effect cancels;
+`ca_overhead_ratio_median`: the ratio of the medians; `ca_overhead_ratio_cpu`: the total-time
+ratio from process CPU time). Torch runs the overhead part
 on one intra-op thread (`--threads`, default 1): on this shared 2-vCPU host, identical generation
 calls on two threads varied with a coefficient of variation of 0.37 (the hypervisor stole 11% of
 the time, and every parallel region waits for its slowest thread), on one thread 0.04 at a 25%
@@ -35,8 +36,7 @@ with glibc's default, each trainer's large activations were fresh mmaps faulted 
 short-lived blocks; ~13% of the process's time was in the kernel); with it, timed steps take
 next to no page faults. That alone did not move the whole-step-turn ratio (1.119 with 0 faults
 in the GRPO steps); the per-phase turns did. `malloc` in the output says which setting ran,
-and the per-thread fault counts are reported per step. The
-ratio model is a Qwen2 built
+and the per-thread fault counts are reported per step. The ratio model is a Qwen2 built
 locally (hidden 128, 4 layers, a 2048-token BPE trained in-process on the benchmark's texts),
 since one such step of SmolLM2-135M takes >10 minutes here; its lm_head share of per-token
 compute (~25%) is close to SmolLM2's (~21%). `ca_overhead_ratio_est_*` are FLOP estimates.
@@ -232,21 +232,20 @@ class StepTiming(NamedTuple):
     """One timed optimizer step of one trainer."""
 
     wall: float
-    """Seconds from `on_step_begin` to `on_step_end`."""
+    """Seconds the trainer held the turn between `on_step_begin` and `on_step_end`."""
     cpu: float
-    """Process CPU seconds over the same span (the other trainer waits meanwhile)."""
+    """Process CPU seconds over those turns (the other trainer waits meanwhile)."""
     steal: float | None
-    """Host steal seconds over the span (all vCPUs), None without /proc/stat."""
+    """Host steal seconds over those turns (all vCPUs), None without /proc/stat."""
     page_faults: int | None
-    """Minor page faults of the trainer's thread over the span, None off Linux."""
+    """Minor page faults of the trainer's thread over those turns, None off Linux."""
 
 
-def interleaved_step_times(trainers: dict[str, Any], cpu: int | None = None,
-                           segments: bool = True) -> dict[str, list[StepTiming]]:
+def interleaved_step_times(trainers: dict[str, Any], cpu: int | None = None) -> dict[str, list[StepTiming]]:
     """Run each trainer's `train()` in its own thread, taking turns; per trainer, a `StepTiming`
     of each optimizer step (from `on_step_begin` to `on_step_end`, counting only the time the
-    trainer held the turn). With `segments` (default), the turn passes at every phase boundary
-    inside a step, not only between steps: after generation and scoring (a wrapped
+    trainer held the turn). The turn passes at every phase boundary inside a step, not only
+    between steps: after generation and scoring (a wrapped
     `_generate_and_score_completions`, where the trainer has one) and after each micro-step but
     the last (`on_substep_end`), so the trainers run the same phase of the same step back to
     back (generation A, generation B, micro-step 1 B, micro-step 1 A, ...) and a slow spell of
@@ -283,8 +282,7 @@ def interleaved_step_times(trainers: dict[str, Any], cpu: int | None = None,
             self._start()
 
         def on_substep_end(self, args, state, control, **kw):
-            if segments:
-                self.switch()
+            self.switch()
 
         def on_step_end(self, args, state, control, **kw):
             self._stop()
@@ -311,7 +309,7 @@ def interleaved_step_times(trainers: dict[str, Any], cpu: int | None = None,
     for name, trainer in trainers.items():
         turn = Turn(name)
         trainer.add_callback(turn)
-        if segments and hasattr(trainer, "_generate_and_score_completions"):
+        if hasattr(trainer, "_generate_and_score_completions"):
             trainer._generate_and_score_completions = after_generation(trainer._generate_and_score_completions, turn)
     threads = [threading.Thread(target=run, args=(k, t), name=f"bench-{k}") for k, t in trainers.items()]
     for t in threads:

@@ -93,80 +93,69 @@ def test_split_by_task_keeps_tasks_apart():
     assert len(train) + len(held) <= 20 and len(train) >= 8
 
 
+class _FakeTrainer:
+    """What `interleaved_step_times` uses of a trainer: `add_callback`, `train` (firing the step
+    callbacks) and `_generate_and_score_completions`. Each phase sleeps `pause` seconds and is
+    logged as (name, phase); the thread's CPU affinity during `train` is kept in `affinity`."""
+
+    def __init__(self, name: str, log: list, pause: float = 0.0, steps: int = 2):
+        self.name, self.log, self.pause, self.steps, self.callbacks, self.affinity = name, log, pause, steps, [], None
+
+    def add_callback(self, cb):
+        self.callbacks.append(cb)
+
+    def _generate_and_score_completions(self, inputs):
+        self._phase("gen")
+        return inputs
+
+    def _phase(self, phase: str) -> None:
+        self.log.append((self.name, phase))
+        time.sleep(self.pause)
+
+    def _call(self, event):
+        for cb in self.callbacks:
+            getattr(cb, event)(None, None, None)
+
+    def train(self):
+        self.affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+        for _ in range(self.steps):
+            self._call("on_step_begin")
+            self._generate_and_score_completions({})
+            self._phase("mb0")
+            self._call("on_substep_end")
+            self._phase("mb1")
+            self._call("on_step_end")
+
+
 def test_trainer_threads_run_on_the_pinned_cpu():
     from benchmarks.trainer import bench_cpu, interleaved_step_times
 
     cpu = bench_cpu()
     if cpu is None:
         pytest.fail("no sched_getaffinity here: the benchmark cannot pin its trainer threads (Linux only)")
-    seen: dict[str, set] = {}
-
-    class FakeTrainer:  # what interleaved_step_times needs of a trainer: add_callback and train
-        def __init__(self, name: str):
-            self.name, self.callbacks = name, []
-
-        def add_callback(self, cb):
-            self.callbacks.append(cb)
-
-        def train(self):
-            seen[self.name] = os.sched_getaffinity(0)
-            for _ in range(2):
-                for cb in self.callbacks:
-                    cb.on_step_begin(None, None, None)
-                for cb in self.callbacks:
-                    cb.on_step_end(None, None, None)
-
-    times = interleaved_step_times({"a": FakeTrainer("a"), "b": FakeTrainer("b")}, cpu=cpu)
-    assert seen == {"a": {cpu}, "b": {cpu}}
+    trainers = {k: _FakeTrainer(k, []) for k in "ab"}
+    times = interleaved_step_times(trainers, cpu=cpu)
+    assert {k: t.affinity for k, t in trainers.items()} == {"a": {cpu}, "b": {cpu}}
     assert os.sched_getaffinity(0) != {cpu} or len(os.sched_getaffinity(0)) == 1  # the caller is not pinned
     assert [len(v) for v in times.values()] == [2, 2]
     assert all(x.wall >= 0 and x.cpu >= 0 and (x.page_faults is None or x.page_faults >= 0) for v in times.values() for x in v)
 
 
-
-def test_segments_interleave_phases_and_count_only_held_time():
-    """With segments, the turn passes after generation and after each micro-step but the last:
-    the trainers run the same phase back to back, and a step's time is the sum of its own
-    segments (not the wall span from its first to its last, which includes the other's)."""
+def test_turns_interleave_phases_and_count_only_held_time():
+    """The turn passes after generation and after each micro-step but the last: the trainers run
+    the same phase back to back, and a step's time is the sum of its own turns (not the wall
+    span from its first to its last, which includes the other's)."""
     from benchmarks.trainer import interleaved_step_times
 
     log: list[tuple[str, str]] = []
     pause = 0.05
-
-    class FakeTrainer:  # the callbacks and the generation method the benchmark hooks into
-        def __init__(self, name: str):
-            self.name, self.callbacks = name, []
-
-        def add_callback(self, cb):
-            self.callbacks.append(cb)
-
-        def _generate_and_score_completions(self, inputs):
-            log.append((self.name, "gen"))
-            time.sleep(pause)
-            return inputs
-
-        def _call(self, event):
-            for cb in self.callbacks:
-                getattr(cb, event)(None, None, None)
-
-        def train(self):
-            for _ in range(2):
-                self._call("on_step_begin")
-                self._generate_and_score_completions({})
-                for k in range(2):
-                    log.append((self.name, f"mb{k}"))
-                    time.sleep(pause)
-                    if k == 0:
-                        self._call("on_substep_end")
-                self._call("on_step_end")
-
-    times = interleaved_step_times({"a": FakeTrainer("a"), "b": FakeTrainer("b")})
+    times = interleaved_step_times({k: _FakeTrainer(k, log, pause) for k in "ab"})
     step1 = log[:6]
     assert [phase for _, phase in step1] == ["gen", "gen", "mb0", "mb0", "mb1", "mb1"]
     assert [name for name, _ in step1] == ["a", "b", "b", "a", "a", "b"]  # counterbalanced per phase
     for name in "ab":
         assert len(times[name]) == 2
-        for x in times[name]:  # three held segments of `pause` each; the other's three are not counted
+        for x in times[name]:  # three held phases of `pause` each; the other's three are not counted
             assert 3 * pause <= x.wall < 5 * pause, times
 
 
@@ -179,7 +168,6 @@ def test_host_steal_seconds_reads_proc_stat():
         return
     assert first is not None and first >= 0
     assert host_steal_seconds() >= first  # a counter since boot: never goes back
-
 
 
 @pytest.mark.slow
@@ -195,13 +183,14 @@ def test_tiny_control_run_has_no_pair_term_and_no_gate(tmp_path):
     assert "ca_accuracy_after" not in metrics  # the control run is the overhead part only
     assert metrics["ca_overhead_ratio"] > 0
 
+
 FAULT_PROBE = """
 import resource, sys, threading, torch
 from benchmarks.trainer import reuse_freed_memory
 applied = sys.argv[1] == "reuse" and reuse_freed_memory()
 faults = []
 def step():  # a trainer thread: large short-lived activations, as in a training step
-    for _ in range(2):
+    for _ in range(3):
         for mb in (8, 40, 100):
             a = torch.ones(mb << 18); b = torch.ones(mb << 17); del a, b
     f0 = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
@@ -230,4 +219,6 @@ def test_reuse_freed_memory_stops_refaulting_large_blocks_in_threads():
     assert out["reuse"][0] == "True", "mallopt was not applied (is this glibc?)"
     touched = 4 * (8 + 40 + 100) * 3 // 2 * 256  # 4 KiB pages written in the measured loop
     assert out["default"][1] > 0.4 * touched, out  # the default really re-faults (else this test shows nothing)
-    assert out["reuse"][1] < 0.1 * out["default"][1], out
+    # reuse: mostly 0; now and then one block lands above the heap's top and is faulted in once
+    # (12.8 k faults seen once in ten runs), still a fraction of the default's ~105 k
+    assert out["reuse"][1] < 0.25 * out["default"][1], out
